@@ -1,0 +1,309 @@
+"""The `virtainer` command: a thin layer over the lifecycle in virtainer.machine.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration (nothing was changed),
+3 timeout (readiness or graceful stop), 4 conflict (wrong state, diff in use), 5 not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+from rich.table import Table
+
+from virtainer import machine
+from virtainer.accel import choose_accelerator
+from virtainer.errors import EXIT_OK, EXIT_RUNTIME, VirtainerError
+from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+from virtainer.readiness import StageRecord
+from virtainer.spec import (
+    SETTINGS,
+    RawSettings,
+    RawValue,
+    VmSpec,
+    merge_settings,
+    resolve_spec,
+    settings_from_env,
+    settings_from_file,
+)
+from virtainer.storage import require_image
+
+CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class CliReporter:
+    """Steps and readiness stages on stderr, with a progress bar for long transfers."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def step(self, message: str) -> None:
+        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] {message}")
+
+    def stage(self, record: StageRecord) -> None:
+        detail = f" [dim]{record.detail}[/dim]" if record.detail else ""
+        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] [green]✓[/green] {record.stage}{detail}")
+
+    def progress(self, label: str, done: int, total: int | None) -> None:
+        if self._progress is None:
+            columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+            self._progress = Progress(*columns, console=err, transient=True)
+            self._progress.start()
+        if label not in self._tasks:
+            self._tasks[label] = self._progress.add_task(label, total=total)
+        self._progress.update(self._tasks[label], completed=done, total=total)
+        if total is not None and done >= total:
+            self._progress.remove_task(self._tasks.pop(label))
+            if not self._tasks:
+                self._progress.stop()
+                self._progress = None
+
+
+# ---------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="virtainer", description="Cloud-image VMs through libvirt.")
+    parser.add_argument(
+        "-c", "--connect", default=os.environ.get("VIRTAINER_LIBVIRT_URI") or os.environ.get("LIBVIRT_DEFAULT_URI"),
+        help=f"libvirt URI (default {DEFAULT_URI}; env VIRTAINER_LIBVIRT_URI)",
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="create and start a VM, wait until it is ready")
+    _add_spec_arguments(up)
+    up.add_argument("--no-wait", action="store_true", help="return once the domain runs")
+
+    render = commands.add_parser("render", help="print the domain XML without touching libvirt")
+    _add_spec_arguments(render)
+
+    status = commands.add_parser("status", help="state, accelerator, addresses and readiness")
+    status.add_argument("name", nargs="?", help="a VM name (default: all VMs)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    console = commands.add_parser("console", help="attach to the serial console (Ctrl+] leaves)")
+    console.add_argument("name", nargs="?", default="vm")
+
+    down = commands.add_parser("down", help="graceful shutdown (agent, then ACPI, then destroy)")
+    down.add_argument("name", nargs="?", default="vm")
+    down.add_argument("--timeout", type=float, default=60.0, help="seconds before destroy (default 60)")
+
+    destroy = commands.add_parser("destroy", help="power off at once (the diff is kept)")
+    destroy.add_argument("name", nargs="?", default="vm")
+
+    undefine = commands.add_parser("undefine", help="forget a stopped VM (its disks are kept)")
+    undefine.add_argument("name", nargs="?", default="vm")
+    return parser
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name_arg", nargs="?", metavar="NAME", help="VM name (same as --name)")
+    parser.add_argument("-f", "--config", type=Path, help="JSON or YAML file of settings")
+    group = parser.add_argument_group("VM settings (also VIRTAINER_* environment variables)")
+    for setting in SETTINGS:
+        action = "append" if setting.multi else "store"
+        group.add_argument(setting.flag, dest=f"spec_{setting.key}", action=action, help=setting.help)
+
+
+def settings_from_args(args: argparse.Namespace) -> RawSettings:
+    raw: RawSettings = {}
+    for setting in SETTINGS:
+        value = getattr(args, f"spec_{setting.key}", None)
+        if value is not None:
+            raw[setting.key] = RawValue(value, setting.flag)
+    if args.name_arg is not None:
+        raw["name"] = RawValue(args.name_arg, "NAME")
+    return raw
+
+
+def spec_from_args(args: argparse.Namespace) -> VmSpec:
+    """Defaults < config file < environment < flags."""
+    file_settings = settings_from_file(args.config) if args.config else {}
+    merged = merge_settings(file_settings, settings_from_env(os.environ), settings_from_args(args))
+    return resolve_spec(merged)
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    require_image(spec.image)
+    accelerator = choose_accelerator(spec.accelerator)
+    seed_path = spec.seed_iso or spec.generated_seed_path
+    from virtainer.domain import render_domain_xml
+
+    out.print(render_domain_xml(spec, accelerator, seed_path=seed_path), end="", markup=False)
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    require_image(spec.image)
+    reporter = CliReporter()
+    with _hypervisor(args) as hv:
+        result = machine.up(spec, hv, reporter, wait=not args.no_wait)
+    total = time.monotonic() - reporter.started
+    out.print(f"VM '{result.name}' is {'running' if args.no_wait else 'ready'} after {total:.1f} s")
+    out.print(f"accelerator: {result.accelerator.kind} ({result.accelerator.reason})")
+    if result.address:
+        out.print(f"address: {result.address}")
+    if command := result.ssh_command():
+        out.print(f"ssh: {command}")
+    if result.generated_password:
+        out.print(f"password for {result.user or 'the default user'} (shown once): {result.generated_password}")
+        out.print(f"it is kept, readable by root only, in {result.password_path}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _hypervisor(args) as hv:
+        names = [args.name] if args.name else hv.list_names()
+        statuses = [machine.status(hv, name) for name in names]
+    if args.json:
+        payload = [_status_json(item) for item in statuses]
+        out.print_json(json.dumps(payload[0] if args.name else payload))
+        return EXIT_OK
+    table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready stages", "diff")
+    for item in statuses:
+        addresses = ", ".join(address.address for address in item.addresses)
+        stages = " ".join(f"{record.stage}@{record.elapsed_s:.0f}s" for record in item.stages)
+        table.add_row(
+            item.name, item.state.value, item.accelerator, str(item.vcpus), f"{item.memory_mib}M",
+            addresses, stages, item.diff_path,
+        )  # fmt: skip
+    out.print(table)
+    return EXIT_OK
+
+
+def _status_json(status: machine.VmStatus) -> dict[str, object]:
+    data = asdict(status)
+    data["state"] = status.state.value
+    return data
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    with _hypervisor(args) as hv:
+        result = machine.stop(hv, args.name, args.timeout)
+    how = {"agent": "guest agent", "acpi": "ACPI power button", "none": "it was not running"}
+    if result.graceful:
+        out.print(f"VM '{args.name}' is off ({how[result.method]}, {result.elapsed_s:.1f} s)")
+        return EXIT_OK
+    out.print(f"VM '{args.name}' did not power off within {args.timeout:.0f} s and was destroyed")
+    return 3
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    with _hypervisor(args) as hv:
+        was_running = machine.destroy(hv, args.name)
+    out.print(f"VM '{args.name}' {'destroyed' if was_running else 'was not running'}")
+    return EXIT_OK
+
+
+def cmd_undefine(args: argparse.Namespace) -> int:
+    with _hypervisor(args) as hv:
+        machine.undefine(hv, args.name)
+    out.print(f"VM '{args.name}' undefined; its disks are kept")
+    return EXIT_OK
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    with _hypervisor(args) as hv, hv.console(args.name) as stream:
+        interactive = sys.stdin.isatty()
+        if interactive:
+            err.print(f"Connected to '{args.name}'. Escape character is ^]")
+        with _raw_terminal(interactive):
+            _pump_console(stream, interactive)
+    return EXIT_OK
+
+
+def _pump_console(stream: object, interactive: bool) -> None:
+    """Copy stdin to the guest and the guest to stdout until ^] or end of input."""
+    from virtainer.hypervisor import ConsoleStream
+
+    assert isinstance(stream, ConsoleStream)
+    stdin = sys.stdin.buffer.fileno()
+    stdout = sys.stdout.buffer
+    stdin_open = True
+    while not stream.closed:
+        readable, _, _ = select.select([stdin] if stdin_open else [], [], [], 0.05)
+        if readable:
+            data = os.read(stdin, 4096)
+            if CONSOLE_ESCAPE in data or (not data and interactive):
+                return
+            if not data:
+                stdin_open = False  # piped input ended: keep showing output until the stream closes
+            stream.write(data)
+        output = stream.read(timeout_s=0.05)
+        if output:
+            stdout.write(output)
+            stdout.flush()
+
+
+@contextlib.contextmanager
+def _raw_terminal(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def _hypervisor(args: argparse.Namespace) -> Iterator[Hypervisor]:
+    hv = Hypervisor(args.connect or DEFAULT_URI)
+    try:
+        yield hv
+    finally:
+        hv.close()
+
+
+COMMANDS = {
+    "up": cmd_up,
+    "render": cmd_render,
+    "status": cmd_status,
+    "console": cmd_console,
+    "down": cmd_down,
+    "destroy": cmd_destroy,
+    "undefine": cmd_undefine,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except VirtainerError as error:
+        sys.stderr.write(f"virtainer: error: {error}\n")  # exactly one line, never wrapped
+        return error.exit_code
+    except KeyboardInterrupt:
+        err.print("virtainer: interrupted")
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The one exception hierarchy of virtainer.
+
+Every error a user can meet is a `VirtainerError` whose `message` is one readable line. Front ends
+map them in one place: the CLI and the container entrypoint to exit codes, the REST API to one
+JSON error shape with `http_status`.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # something failed while doing what was asked
+EXIT_CONFIG = 2  # the request itself was invalid; nothing was created or changed
+EXIT_TIMEOUT = 3  # a wait reached its deadline (readiness, graceful stop)
+EXIT_CONFLICT = 4  # the object is in a state that forbids the operation (locked, wrong state)
+EXIT_NOT_FOUND = 5  # the named VM, snapshot or file does not exist
+
+
+class VirtainerError(Exception):
+    """Base class: `message` is one line for the user, `hint` an optional next step."""
+
+    exit_code = EXIT_RUNTIME
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigError(VirtainerError):
+    """A setting has an invalid value. Always names the setting, the value and what is accepted."""
+
+    exit_code = EXIT_CONFIG
+    http_status = 422
+
+    def __init__(self, setting: str, value: object, accepted: str) -> None:
+        shown = repr(value) if not isinstance(value, str) else f"'{value}'"
+        super().__init__(f"invalid {setting}={shown}: {accepted}")
+        self.setting = setting
+        self.value = value
+        self.accepted = accepted
+
+
+class NotFoundError(VirtainerError):
+    exit_code = EXIT_NOT_FOUND
+    http_status = 404
+
+
+class ConflictError(VirtainerError):
+    """The operation does not fit the current state (wrong domain state, diff locked, base mismatch)."""
+
+    exit_code = EXIT_CONFLICT
+    http_status = 409
+
+
+class BaseMismatchError(ConflictError):
+    """A persisted diff was made on another base image than the one now offered."""
+
+    exit_code = EXIT_CONFIG
+
+
+class ImageError(VirtainerError):
+    """A base image cannot be fetched, verified or read."""
+
+
+class HypervisorError(VirtainerError):
+    """libvirt or QEMU refused or failed an operation."""
+
+
+class WaitTimeout(VirtainerError):
+    exit_code = EXIT_TIMEOUT
+    http_status = 504
+
+
+class AuthError(VirtainerError):
+    http_status = 401

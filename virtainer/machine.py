@@ -1,0 +1,377 @@
+"""The VM lifecycle: from a VmSpec to a running, ready guest, and back.
+
+`up` checks everything that can be wrong (image, base identity vs an existing diff, cloud-init
+input, accelerator) before it writes anything, so a refused start leaves the disk as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from virtainer import storage
+from virtainer.accel import AcceleratorChoice, choose_accelerator
+from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
+from virtainer.domain import render_domain_xml
+from virtainer.errors import ConflictError, HypervisorError, NotFoundError
+from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
+from virtainer.readiness import Readiness, StageRecord, wait_until_ready
+from virtainer.spec import DataDisk, VmSpec
+
+
+class Reporter(Protocol):
+    """How the lifecycle tells a front end what it does (CLI progress, container log lines)."""
+
+    def step(self, message: str) -> None: ...
+
+    def stage(self, record: StageRecord) -> None: ...
+
+    def progress(self, label: str, done: int, total: int | None) -> None: ...
+
+
+class QuietReporter:
+    def step(self, message: str) -> None:
+        pass
+
+    def stage(self, record: StageRecord) -> None:
+        pass
+
+    def progress(self, label: str, done: int, total: int | None) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `up` will do, decided before anything is written."""
+
+    spec: VmSpec
+    base: Path
+    identity: storage.BaseIdentity
+    diff_exists: bool
+    seed: Seed | None  # None when a prebuilt seed ISO is used as is
+    seed_path: Path | None
+    accelerator: AcceleratorChoice
+    disk_formats: dict[Path, str]
+
+    def domain_xml(self) -> str:
+        return render_domain_xml(
+            self.spec, self.accelerator, seed_path=self.seed_path, disk_formats=self.disk_formats
+        )
+
+
+@dataclass
+class UpResult:
+    name: str
+    accelerator: AcceleratorChoice
+    reused_diff: bool
+    readiness: Readiness
+    user: str | None
+    generated_password: str | None = None
+    password_path: Path | None = None
+
+    @property
+    def address(self) -> str | None:
+        return self.readiness.address
+
+    def ssh_command(self) -> str | None:
+        if not self.address:
+            return None
+        return f"ssh {self.user}@{self.address}" if self.user else f"ssh {self.address}"
+
+
+@dataclass(frozen=True)
+class StopResult:
+    name: str
+    method: Literal["agent", "acpi", "destroy", "none"]
+    graceful: bool
+    elapsed_s: float
+
+
+@dataclass
+class VmStatus:
+    name: str
+    state: DomainState
+    accelerator: str = ""
+    accelerator_reason: str = ""
+    vcpus: int = 0
+    memory_mib: int = 0
+    addresses: list[InterfaceAddress] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
+    diff_path: str = ""
+    base: storage.BaseRecord | None = None
+    user: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# up
+
+
+def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
+    """Fetch and identify the base, check the diff, build the seed in memory. Writes no VM file."""
+    base = storage.fetch_base_image(spec.image, lambda d, t: reporter.progress("download", d, t))
+    reporter.step(f"base image {base}")
+    identity = storage.base_identity(base, lambda d, t: reporter.progress("sha256", d, t))
+    diff_exists = storage.check_diff_matches_base(spec, identity)
+    seed, seed_path = _plan_seed(spec)
+    offers_kvm = hv.offers_kvm() if hv is not None and spec.accelerator != "tcg" else None
+    accelerator = choose_accelerator(spec.accelerator, libvirt_offers_kvm=offers_kvm)
+    formats = {disk.path: _data_disk_format(disk) for disk in spec.data_disks}
+    plan = Plan(spec, base, identity, diff_exists, seed, seed_path, accelerator, formats)
+    plan.domain_xml()  # render and validate now: a template problem must stop us before writes
+    return plan
+
+
+def _plan_seed(spec: VmSpec) -> tuple[Seed | None, Path | None]:
+    if spec.seed_iso:
+        validate_seed_iso(spec.seed_iso)
+        return None, spec.seed_iso
+    return build_seed(seed_request(spec)), spec.generated_seed_path
+
+
+def seed_request(spec: VmSpec) -> SeedRequest:
+    stored_password = _read_stored_password(spec)
+    policy = spec.password_policy
+    if stored_password and policy in ("auto", "random") and not spec.password:
+        # reuse the password generated on the first start: same seed, same instance-id
+        return _seed_request(spec, password=stored_password, policy="fixed")
+    return _seed_request(spec, password=spec.password, policy=policy)
+
+
+def _seed_request(spec: VmSpec, *, password: str | None, policy: str) -> SeedRequest:
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path else None
+
+    return SeedRequest(
+        hostname=spec.hostname,
+        default_user=spec.default_user,
+        ssh_authorized_keys=spec.ssh_authorized_keys,
+        user_data=read(spec.user_data),
+        meta_data=read(spec.meta_data),
+        network_config=read(spec.network_config),
+        password=password,
+        password_policy=policy,  # type: ignore[arg-type]
+        extra_cloud_config=data_disk_cloud_config(spec.data_disks),
+    )
+
+
+def _read_stored_password(spec: VmSpec) -> str | None:
+    try:
+        return spec.password_path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def data_disk_cloud_config(disks: tuple[DataDisk, ...]) -> dict[str, object] | None:
+    """Format (once: overwrite false) and mount the data disks that name a filesystem and a mount."""
+    formatted = [(index, disk) for index, disk in enumerate(disks) if disk.filesystem and disk.mount]
+    if not formatted:
+        return None
+    device = "/dev/disk/by-id/virtio-data{}".format
+    return {
+        "fs_setup": [
+            {"device": device(index), "filesystem": disk.filesystem, "label": f"data{index}", "overwrite": False}
+            for index, disk in formatted
+        ],
+        "mounts": [
+            [device(index), disk.mount, disk.filesystem, "defaults,nofail", "0", "2"] for index, disk in formatted
+        ],
+    }
+
+
+def _data_disk_format(disk: DataDisk) -> str:
+    if disk.path.exists():
+        return str(storage.image_info(disk.path)["format"])
+    if disk.size_mib is None:
+        raise NotFoundError(
+            f"data disk {disk.path} does not exist and has no size to create it with",
+            hint="give a size (PATH,SIZE) or an existing image",
+        )
+    return "qcow2"
+
+
+def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: bool = True) -> UpResult:
+    """Create (or reuse) the diff, write the seed, define and start the domain, wait until ready."""
+    reporter = reporter or QuietReporter()
+    _refuse_foreign_domain(hv, spec)
+    if hv.state(spec.name) in (DomainState.RUNNING, DomainState.PAUSED):
+        return _already_running(spec, hv, reporter, wait)
+    plan = plan_up(spec, hv, reporter)
+    reporter.step(f"accelerator {plan.accelerator.kind} ({plan.accelerator.reason})")
+    if spec.network.mode == "network":
+        hv.ensure_network_active(spec.network.source)
+    generated = _write_vm_files(plan, reporter)
+    xml = plan.domain_xml()
+    (spec.state_dir / "domain.xml").write_text(xml)
+    hv.define(xml)
+    readiness = Readiness(started_at=time.time(), wanted=spec.wait_for)
+    spec.serial_log_path.unlink(missing_ok=True)  # this boot's console only
+    hv.start(spec.name)
+    reporter.step(f"domain '{spec.name}' started")
+    result = UpResult(
+        name=spec.name,
+        accelerator=plan.accelerator,
+        reused_diff=plan.diff_exists,
+        readiness=readiness,
+        user=spec.default_user,
+        generated_password=generated,
+        password_path=spec.password_path if generated else None,
+    )
+    if wait:
+        wait_ready(spec, hv, readiness, reporter)
+    return result
+
+
+def wait_ready(
+    spec: VmSpec, hv: Hypervisor, readiness: Readiness, reporter: Reporter, stop: threading.Event | None = None
+) -> Readiness:
+    record_path = spec.state_dir / "readiness.json"
+
+    def on_stage(record: StageRecord) -> None:
+        record_path.write_text(readiness.to_json())
+        reporter.stage(record)
+
+    record_path.write_text(readiness.to_json())
+    return wait_until_ready(
+        hv, spec.name, readiness, timeout_s=spec.boot_timeout_s, on_stage=on_stage, stop=stop
+    )
+
+
+def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
+    """The only place `up` writes: state dir, diff, data disks, seed, generated password."""
+    spec = plan.spec
+    spec.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(spec.state_dir, 0o755)  # QEMU (libvirt-qemu user) must reach the seed and logs
+    reused = storage.prepare_diff(spec, plan.base, plan.identity)
+    reporter.step(f"{'reusing' if reused else 'created'} diff {spec.diff_path}")
+    for disk in spec.data_disks:
+        if disk.size_mib and storage.create_data_disk(disk.path, disk.size_mib):
+            reporter.step(f"created data disk {disk.path}")
+    generated = None
+    if plan.seed is not None and plan.seed_path is not None:
+        write_seed_iso(plan.seed, plan.seed_path)
+        generated = plan.seed.generated_password
+        if generated:
+            write_secret_file(spec.password_path, generated + "\n")
+        reporter.step(f"cloud-init seed {plan.seed_path} (instance-id {plan.seed.instance_id})")
+    return generated
+
+
+def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:
+    if not hv.exists(spec.name):
+        return
+    metadata = hv.metadata(spec.name)
+    if not metadata:
+        raise ConflictError(f"a VM named '{spec.name}' exists and is not managed by virtainer")
+    if metadata.get("diff") != str(spec.diff_path):
+        if hv.state(spec.name) in (DomainState.RUNNING, DomainState.PAUSED):
+            raise ConflictError(
+                f"VM '{spec.name}' is running on diff {metadata.get('diff')}, not {spec.diff_path}",
+                hint="stop it first, or choose another name",
+            )
+
+
+def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: bool) -> UpResult:
+    reporter.step(f"VM '{spec.name}' is already running")
+    metadata = hv.metadata(spec.name)
+    readiness = Readiness.load(spec.state_dir / "readiness.json") or Readiness(time.time(), spec.wait_for)
+    if wait:
+        wait_ready(spec, hv, readiness, reporter)
+    accelerator = AcceleratorChoice(
+        "kvm" if metadata.get("accelerator") == "kvm" else "tcg", metadata.get("accelerator-reason", "")
+    )
+    return UpResult(spec.name, accelerator, True, readiness, spec.default_user)
+
+
+# ---------------------------------------------------------------------------------------------
+# stop, destroy, status
+
+
+def stop(hv: Hypervisor, name: str, timeout_s: float = 60.0) -> StopResult:
+    """Graceful: ask the guest agent, then ACPI; destroy only when the timeout is reached."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    if not _is_active(hv, name):
+        return StopResult(name, "none", True, 0.0)
+    attempts: list[tuple[Literal["agent", "acpi"], float]] = []
+    if _agent_answers(hv, name):
+        attempts.append(("agent", min(timeout_s / 2, 30.0)))
+    attempts.append(("acpi", timeout_s))
+    for method, budget in attempts:
+        if hv.request_shutdown(name, agent=method == "agent"):
+            attempt_deadline = min(deadline, time.monotonic() + budget)
+            if wait_for_shut_off(hv, name, attempt_deadline):
+                return StopResult(name, method, True, round(time.monotonic() - started, 2))
+    hv.destroy(name)
+    return StopResult(name, "destroy", False, round(time.monotonic() - started, 2))
+
+
+def _is_active(hv: Hypervisor, name: str) -> bool:
+    state = hv.state(name)
+    if state == DomainState.UNDEFINED:
+        raise NotFoundError(f"no VM named '{name}'")
+    return state not in (DomainState.SHUT_OFF, DomainState.CRASHED)
+
+
+def _agent_answers(hv: Hypervisor, name: str) -> bool:
+    try:
+        hv.agent_command(name, {"execute": "guest-ping"}, timeout_s=2)
+    except HypervisorError:
+        return False
+    return True
+
+
+def wait_for_shut_off(hv: Hypervisor, name: str, deadline: float, interval_s: float = 0.25) -> bool:
+    """Poll the domain state until it is off or the monotonic deadline passes."""
+    pause = threading.Event()
+    while True:
+        if hv.state(name) in (DomainState.SHUT_OFF, DomainState.UNDEFINED, DomainState.CRASHED):
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        pause.wait(min(interval_s, remaining))
+
+
+def destroy(hv: Hypervisor, name: str) -> bool:
+    if hv.state(name) == DomainState.UNDEFINED:
+        raise NotFoundError(f"no VM named '{name}'")
+    return hv.destroy(name)
+
+
+def status(hv: Hypervisor, name: str) -> VmStatus:
+    state = hv.state(name)
+    if state == DomainState.UNDEFINED:
+        raise NotFoundError(f"no VM named '{name}'")
+    metadata = hv.metadata(name)
+    vcpus, memory_mib = hv.info(name)
+    result = VmStatus(
+        name=name,
+        state=state,
+        accelerator=metadata.get("accelerator", ""),
+        accelerator_reason=metadata.get("accelerator-reason", ""),
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        diff_path=metadata.get("diff", ""),
+        user=metadata.get("user", ""),
+    )
+    if state == DomainState.RUNNING:
+        result.addresses = hv.addresses(name)
+    state_dir = metadata.get("state-dir")
+    if state_dir and state == DomainState.RUNNING:
+        readiness = Readiness.load(Path(state_dir) / "readiness.json")
+        result.stages = readiness.records() if readiness else []
+    if result.diff_path:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            result.base = storage.BaseRecord.from_json(Path(result.diff_path + ".base.json").read_text())
+    return result
+
+
+def undefine(hv: Hypervisor, name: str) -> None:
+    """Forget the domain, keeping every disk, diff and record."""
+    hv.undefine(name)
+

@@ -1,0 +1,179 @@
+"""Readiness as named stages with timestamps: running -> ip -> agent -> cloud-init -> ssh.
+
+The wait polls about once a second with a deadline. Faster polling was measured to slow the boot
+itself under TCG: every probe steals CPU time from the emulator.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from virtainer.errors import HypervisorError, WaitTimeout
+from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.spec import STAGES, Stage
+
+POLL_INTERVAL_S = 1.0
+SSH_PORT = 22
+CLOUD_INIT_RESULT = "/run/cloud-init/result.json"  # written when cloud-init's final stage is done
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    stage: Stage
+    at: float  # Unix time
+    elapsed_s: float  # since the domain was started
+    detail: str = ""
+
+
+@dataclass
+class Readiness:
+    started_at: float
+    wanted: tuple[Stage, ...]
+    reached: dict[str, StageRecord] = field(default_factory=dict)
+    address: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return all(stage in self.reached for stage in self.wanted)
+
+    def records(self) -> list[StageRecord]:
+        return [self.reached[stage] for stage in STAGES if stage in self.reached]
+
+    def to_json(self) -> str:
+        data = {
+            "started_at": self.started_at,
+            "wanted": list(self.wanted),
+            "address": self.address,
+            "stages": [asdict(record) for record in self.records()],
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> Readiness | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        readiness = cls(data["started_at"], tuple(data["wanted"]), address=data.get("address"))
+        for item in data["stages"]:
+            readiness.reached[item["stage"]] = StageRecord(**item)
+        return readiness
+
+
+OnStage = Callable[[StageRecord], None]
+
+
+class ReadinessProbe:
+    """Checks each stage against the live guest; one instance per wait."""
+
+    def __init__(self, hv: Hypervisor, name: str) -> None:
+        self.hv = hv
+        self.name = name
+
+    def running(self) -> str | None:
+        state = self.hv.state(self.name)
+        if state in (DomainState.SHUT_OFF, DomainState.CRASHED, DomainState.UNDEFINED):
+            raise HypervisorError(f"VM '{self.name}' stopped while booting (state {state.value})")
+        return "" if state == DomainState.RUNNING else None
+
+    def ip(self) -> str | None:
+        addresses = self.hv.addresses(self.name)
+        return f"{addresses[0].address} ({addresses[0].source})" if addresses else None
+
+    def agent(self) -> str | None:
+        try:
+            self.hv.agent_command(self.name, {"execute": "guest-ping"}, timeout_s=1)
+        except HypervisorError:
+            return None
+        return ""
+
+    def cloud_init(self) -> str | None:
+        """Done when cloud-init wrote its result file; its errors are reported, not fatal."""
+        try:
+            handle = self.hv.agent_command(
+                self.name, {"execute": "guest-file-open", "arguments": {"path": CLOUD_INIT_RESULT}}
+            )
+        except HypervisorError:
+            return None
+        try:
+            chunk = self.hv.agent_command(
+                self.name, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}
+            )
+        finally:
+            self.hv.agent_command(self.name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+        try:
+            result = json.loads(base64.b64decode(chunk.get("buf-b64", "")))
+            errors = result.get("v1", {}).get("errors", [])
+        except (ValueError, AttributeError):
+            return "done"
+        return f"done with errors: {'; '.join(map(str, errors))}" if errors else "done"
+
+    @staticmethod
+    def ssh(address: str, port: int = SSH_PORT) -> str | None:
+        try:
+            with socket.create_connection((address, port), timeout=2) as connection:
+                connection.settimeout(3)
+                banner = connection.recv(64)
+        except OSError:
+            return None
+        return banner.decode(errors="replace").strip() if banner.startswith(b"SSH-") else None
+
+
+def wait_until_ready(
+    hv: Hypervisor,
+    name: str,
+    readiness: Readiness,
+    *,
+    timeout_s: float,
+    on_stage: OnStage | None = None,
+    stop: threading.Event | None = None,
+) -> Readiness:
+    """Poll the wanted stages until all are reached, the deadline passes, or `stop` is set."""
+    probe = ReadinessProbe(hv, name)
+    deadline = time.monotonic() + timeout_s
+    stop = stop or threading.Event()
+    while True:
+        _check_pending(probe, readiness, on_stage)
+        if readiness.ready or stop.is_set():
+            return readiness
+        if time.monotonic() >= deadline:
+            missing = [stage for stage in readiness.wanted if stage not in readiness.reached]
+            raise WaitTimeout(
+                f"VM '{name}' not ready after {timeout_s:.0f} s: still waiting for {', '.join(missing)}",
+                hint="see the serial log (virtainer console, or the log file in the state directory)",
+            )
+        stop.wait(POLL_INTERVAL_S)
+
+
+def _check_pending(probe: ReadinessProbe, readiness: Readiness, on_stage: OnStage | None) -> None:
+    def reach(stage: Stage, detail: str) -> None:
+        now = time.time()
+        record = StageRecord(stage, now, round(now - readiness.started_at, 2), detail)
+        readiness.reached[stage] = record
+        if on_stage:
+            on_stage(record)
+
+    pending = [stage for stage in readiness.wanted if stage not in readiness.reached]
+    if "running" in pending and (detail := probe.running()) is not None:
+        reach("running", detail)
+    elif "running" not in readiness.reached:
+        return
+    else:
+        probe.running()  # raises if the guest died meanwhile
+    if "ip" in pending and (detail := probe.ip()) is not None:
+        readiness.address = detail.split()[0]
+        reach("ip", detail)
+    if "agent" in pending and (detail := probe.agent()) is not None:
+        reach("agent", detail)
+    agent_known = "agent" in readiness.reached or "agent" not in readiness.wanted
+    if "cloud-init" in pending and agent_known and (detail := probe.cloud_init()):
+        reach("cloud-init", detail)
+    if "ssh" in pending and readiness.address and (detail := probe.ssh(readiness.address)):
+        reach("ssh", detail)

@@ -1,0 +1,662 @@
+"""The one typed VM spec, and the settings it is read from.
+
+A spec is assembled from raw settings (CLI flags, a JSON/YAML file, environment variables, API
+JSON), each remembered with the name the user wrote (`RAM`, `--memory`, `memory in vm.yaml`), and
+validated once by `resolve_spec`. Every invalid value raises `ConfigError` naming that setting,
+the value and what is accepted; nothing touches the disk before a spec exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from virtainer.errors import ConfigError
+from virtainer.units import SIZE_FORMS, parse_size_mib
+
+Accelerator = Literal["auto", "kvm", "tcg"]
+PasswordPolicy = Literal["auto", "random", "fixed", "none"]
+NetworkMode = Literal["network", "bridge", "user", "none"]
+Stage = Literal["running", "ip", "agent", "cloud-init", "ssh"]
+
+STAGES: tuple[Stage, ...] = ("running", "ip", "agent", "cloud-init", "ssh")
+DEFAULT_STATE_ROOT = Path("/var/lib/virtainer")
+FILESYSTEMS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat")
+MACHINES = ("pc", "q35")
+
+
+class Invalid(ValueError):
+    """Raised by a field parser; its text says what is accepted."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    path: Path | None = None
+    url: str | None = None
+    sha256: str | None = None
+
+    def describe(self) -> str:
+        return str(self.path) if self.path else str(self.url)
+
+
+@dataclass(frozen=True)
+class DataDisk:
+    """An extra disk: an existing image, or one created on first start with a size."""
+
+    path: Path
+    size_mib: int | None = None
+    filesystem: str | None = None
+    mount: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    mode: NetworkMode = "network"
+    source: str = "default"  # libvirt network or host bridge name
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    """Boot a kernel directly (no firmware/bootloader): used by the tiny test guest."""
+
+    kernel: Path
+    initrd: Path | None = None
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    vcpus: int
+    memory_mib: int
+    image: ImageSource
+    diff_path: Path
+    state_dir: Path
+    os_variant: str = "generic"
+    default_user: str | None = None
+    hostname: str = "vm"
+    disk_size_mib: int | None = None
+    accelerator: Accelerator = "auto"
+    ssh_authorized_keys: tuple[str, ...] = ()
+    user_data: Path | None = None
+    meta_data: Path | None = None
+    network_config: Path | None = None
+    seed_iso: Path | None = None
+    seed_path: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    password_policy: PasswordPolicy = "auto"
+    mac_address: str | None = None
+    data_disks: tuple[DataDisk, ...] = ()
+    network: NetworkSpec = NetworkSpec()
+    direct_boot: DirectBoot | None = None
+    machine: str = "pc"
+    wait_for: tuple[Stage, ...] = STAGES
+    boot_timeout_s: float = 600.0
+    stop_timeout_s: float = 60.0
+
+    @property
+    def generated_seed_path(self) -> Path:
+        return self.seed_path or self.state_dir / "seed.iso"
+
+    @property
+    def serial_log_path(self) -> Path:
+        return self.state_dir / "serial.log"
+
+    @property
+    def base_record_path(self) -> Path:
+        """The base image's identity, recorded beside the diff (it travels with the diff)."""
+        return self.diff_path.with_name(self.diff_path.name + ".base.json")
+
+    @property
+    def password_path(self) -> Path:
+        """A generated password lives beside the diff: same disk, same password, same seed."""
+        return self.diff_path.with_name(self.diff_path.name + ".password")
+
+
+@dataclass(frozen=True)
+class RawValue:
+    value: Any
+    origin: str  # the name the user wrote: "RAM", "--memory", "memory (vm.yaml)"
+
+
+RawSettings = dict[str, RawValue]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What defaults are sized from; passed in so resolution stays pure and testable."""
+
+    cpus: int
+    memory_mib: int
+
+    @classmethod
+    def probe(cls) -> HostFacts:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return cls(cpus=os.cpu_count() or 1, memory_mib=pages // (1024 * 1024))
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: one table drives the file keys, environment variables and CLI flags.
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    help: str
+    env_aliases: tuple[str, ...] = ()  # names users of earlier systems already use
+    multi: bool = False  # a list: repeated flag, list in a file, ';'-separated in env
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return "VIRTAINER_" + self.key.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return (self.env, *self.env_aliases)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("name", "domain name (default vm)", ("VM_NAME",)),
+    Setting("vcpus", "virtual CPUs (default: from the host, at most 4)", ("CPU", "VM_CPU_CORES")),
+    Setting("memory", "memory, e.g. 1G or 1024 (MiB)", ("RAM", "VM_RAM")),
+    Setting("disk_size", "grow the disk to this size, e.g. 20G (bare number = GiB)", ("DISK_SIZE",)),
+    Setting("image", "base image: local path", ("IMAGE",)),
+    Setting("image_url", "base image: http(s) URL to download", ("IMAGE_URL",)),
+    Setting("image_sha256", "expected sha256 of the base image", ("IMAGE_SHA256",)),
+    Setting("os_variant", "guest OS, e.g. debian12, fedora40, ubuntu24.04, generic", ("OS_VARIANT",)),
+    Setting("user", "the image's default login user (default: from os_variant)"),
+    Setting("hostname", "guest hostname (default: the name)"),
+    Setting("accelerator", "auto, kvm or tcg", ("VIRTAINER_ACCEL",)),
+    Setting("ssh_keys", "SSH public key, or a file holding keys", multi=True),
+    Setting("user_data", "cloud-init user-data file"),
+    Setting("meta_data", "cloud-init meta-data file"),
+    Setting("network_config", "cloud-init network-config file"),
+    Setting("seed_iso", "prebuilt cloud-init seed ISO, used as is"),
+    Setting("seed_path", "where the generated seed ISO is written", ("CLOUD_INIT_DISK",)),
+    Setting("password", "fixed password for the default user (asks for one explicitly)", secret=True),
+    Setting("password_policy", "auto, random, fixed or none"),
+    Setting("mac", "MAC address of the NIC", ("VM_MAC",)),
+    Setting("disks", "extra disk: PATH[,SIZE] or PATH,MOUNT,FS,SIZE", ("RUNCVM_DISKS",), multi=True),
+    Setting("network", "default, network:NAME, bridge:NAME, user or none"),
+    Setting("diff", "path of the qcow2 diff (the VM's persistent disk)"),
+    Setting("image_dir", "directory for the diff, as local_image.qcow2", ("IMAGE_DIR",)),
+    Setting("state_dir", "directory for the seed, serial log and domain XML"),
+    Setting("kernel", "boot this kernel directly"),
+    Setting("initrd", "initrd for --kernel"),
+    Setting("cmdline", "kernel command line for --kernel"),
+    Setting("machine", "machine type: pc or q35"),
+    Setting("wait_for", "readiness stages to wait for: auto or running,ip,agent,cloud-init,ssh"),
+    Setting("boot_timeout", "seconds to wait for readiness"),
+    Setting("stop_timeout", "seconds a graceful stop may take before the VM is destroyed"),
+)
+SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+def settings_from_env(environ: Mapping[str, str]) -> RawSettings:
+    """Collect settings from environment variables; the canonical name wins over aliases."""
+    raw: RawSettings = {}
+    for setting in SETTINGS:
+        for name in setting.env_names:
+            value = environ.get(name)
+            if value is not None and value != "":
+                raw[setting.key] = RawValue(_split_multi(setting, value), name)
+                break
+    return raw
+
+
+def _split_multi(setting: Setting, value: str) -> object:
+    if not setting.multi:
+        return value
+    parts = re.split(r"[;\n]", value)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def settings_from_mapping(data: object, origin: str) -> RawSettings:
+    """Settings from a parsed file or API JSON; keys are the canonical keys (dashes allowed)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(origin, type(data).__name__, "a mapping of settings (key: value)")
+    raw: RawSettings = {}
+    for key, value in data.items():
+        canonical = str(key).replace("-", "_")
+        if canonical not in SETTINGS_BY_KEY:
+            accepted = "one of: " + ", ".join(s.key for s in SETTINGS)
+            raise ConfigError(f"{key} ({origin})", value, "unknown setting; " + accepted)
+        setting = SETTINGS_BY_KEY[canonical]
+        if setting.multi and not isinstance(value, list):
+            value = [value]
+        raw[canonical] = RawValue(value, f"{key} ({origin})")
+    return raw
+
+
+def settings_from_file(path: Path) -> RawSettings:
+    """Read a JSON or YAML spec file (JSON is YAML)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError("config file", str(path), f"a readable file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0]
+        raise ConfigError("config file", str(path), f"valid JSON or YAML ({first_line})") from None
+    return settings_from_mapping(data if data is not None else {}, path.name)
+
+
+def merge_settings(*layers: RawSettings) -> RawSettings:
+    """Later layers win: file < environment < flags."""
+    merged: RawSettings = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Field parsers: each takes what the user wrote and returns a typed value or raises Invalid.
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
+_VARIANT = re.compile(
+    r"^(generic|linux|debian|ubuntu|fedora|centos|centos-stream|rhel|almalinux|rocky|"
+    r"opensuse|alpine|archlinux)(\d+(\.\d+)*)?$"
+)
+_VARIANT_USERS = {
+    "debian": "debian",
+    "ubuntu": "ubuntu",
+    "fedora": "fedora",
+    "centos-stream": "cloud-user",
+    "rhel": "cloud-user",
+    "almalinux": "almalinux",
+    "rocky": "rocky",
+    "opensuse": "opensuse",
+    "alpine": "alpine",
+    "archlinux": "arch",
+}
+VARIANT_FORMS = (
+    "generic, or debian, ubuntu, fedora, centos, centos-stream, rhel, almalinux, rocky, "
+    "opensuse, alpine, archlinux with an optional version (debian12, ubuntu24.04, rhel7)"
+)
+
+
+def parse_name(value: object) -> str:
+    text = str(value)
+    if not _NAME.match(text):
+        raise Invalid("1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def parse_hostname(value: object) -> str:
+    text = str(value)
+    if not _HOSTNAME.match(text):
+        raise Invalid("an RFC 1123 host label: 1-63 letters, digits or '-', not starting with '-'")
+    return text
+
+
+def parse_int(value: object, low: int, high: int) -> int:
+    if isinstance(value, bool):
+        raise Invalid(f"a whole number from {low} to {high}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise Invalid(f"a whole number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise Invalid(f"a whole number from {low} to {high}")
+    return number
+
+
+def parse_seconds(value: object) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        raise Invalid("a positive number of seconds") from None
+    if not 0 < seconds <= 86400:
+        raise Invalid("a positive number of seconds, at most 86400")
+    return seconds
+
+
+def parse_size(value: object, *, default_unit: str, low_mib: int, high_mib: int) -> int:
+    try:
+        mib = parse_size_mib(value if isinstance(value, int) else str(value), default_unit=default_unit)
+    except ValueError:
+        bare = "MiB" if default_unit == "M" else "GiB"
+        raise Invalid(f"{SIZE_FORMS}; a bare number means {bare}") from None
+    if not low_mib <= mib <= high_mib:
+        raise Invalid(f"a size from {low_mib}M to {high_mib // 1024}G")
+    return mib
+
+
+def parse_choice(value: object, choices: Iterable[str]) -> str:
+    options = tuple(choices)
+    text = str(value).strip().lower()
+    if text not in options:
+        raise Invalid("one of " + ", ".join(options))
+    return text
+
+
+def parse_existing_file(value: object) -> Path:
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise Invalid("an existing file (not found)")
+    if not path.is_file():
+        raise Invalid("an existing regular file (this is not a file)")
+    if not os.access(path, os.R_OK):
+        raise Invalid("a readable file (permission denied)")
+    return path.absolute()
+
+
+def parse_path(value: object) -> Path:
+    text = str(value)
+    if not text.strip() or "\0" in text:
+        raise Invalid("a file system path")
+    return Path(text).expanduser().absolute()
+
+
+def parse_url(value: object) -> str:
+    text = str(value).strip()
+    if not re.match(r"^(https?|file)://\S+$", text):
+        raise Invalid("an http://, https:// or file:// URL")
+    return text
+
+
+def parse_sha256(value: object) -> str:
+    text = str(value).strip().lower().removeprefix("sha256:")
+    if not _SHA256.match(text):
+        raise Invalid("64 hexadecimal digits (optionally prefixed sha256:)")
+    return text
+
+
+def parse_os_variant(value: object) -> str:
+    text = str(value).strip().lower()
+    if not _VARIANT.match(text):
+        raise Invalid(VARIANT_FORMS)
+    return text
+
+
+def default_user_for(variant: str) -> str | None:
+    match = _VARIANT.match(variant)
+    family = match.group(1) if match else "generic"
+    if family == "centos":
+        # CentOS 7's image logs in as "centos"; CentOS Stream 8+ as "cloud-user"
+        version = match.group(2) if match else None
+        return "centos" if not version or int(version.split(".")[0]) < 8 else "cloud-user"
+    return _VARIANT_USERS.get(family)
+
+
+def parse_mac(value: object) -> str:
+    text = str(value).strip().lower().replace("-", ":")
+    if not _MAC.match(text):
+        raise Invalid("six hex pairs separated by ':', e.g. 52:54:00:12:34:56")
+    if int(text[:2], 16) & 1:
+        raise Invalid("a unicast MAC address (the first octet must be even)")
+    return text
+
+
+def parse_ssh_key(value: object) -> list[str]:
+    """A literal public key, or a file of keys (like authorized_keys)."""
+    text = str(value).strip()
+    if text.startswith(_KEY_TYPES):
+        lines = [text]
+    else:
+        path = Path(text).expanduser()
+        try:
+            content = path.read_text()
+        except OSError as error:
+            reason = error.strerror or "unreadable"
+            raise Invalid(f"an SSH public key or a readable .pub file ({reason})") from None
+        except UnicodeDecodeError:
+            raise Invalid("an SSH public key file in text form") from None
+        lines = [line.strip() for line in content.splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
+        if not lines:
+            raise Invalid("a public key file holding at least one key (this one is empty)")
+    for line in lines:
+        fields = line.split()
+        if not line.startswith(_KEY_TYPES) or len(fields) < 2:
+            raise Invalid("OpenSSH public keys ('ssh-ed25519 AAAA... comment')")
+    return lines
+
+
+def parse_disk(value: object) -> DataDisk:
+    """RunCVM's form PATH,MOUNT,FS,SIZE, or PATH[,SIZE] for an unformatted/existing disk."""
+    accepted = "PATH (existing image), PATH,SIZE, or PATH,MOUNT,FS,SIZE (RunCVM_DISKS form)"
+    parts = [part.strip() for part in str(value).split(",")]
+    if not parts[0]:
+        raise Invalid(accepted)
+    path = parse_path(parts[0])
+    if len(parts) == 1:
+        return DataDisk(path=path)
+    if len(parts) == 2:
+        return DataDisk(path=path, size_mib=parse_size(parts[1], default_unit="G", low_mib=1, high_mib=64 << 20))
+    if len(parts) != 4:
+        raise Invalid(accepted)
+    _, mount, filesystem, size = parts
+    if not mount.startswith("/") or mount == "/":
+        raise Invalid(f"{accepted}; MOUNT must be an absolute path other than /")
+    if filesystem.lower() not in FILESYSTEMS:
+        raise Invalid(f"{accepted}; FS one of " + ", ".join(FILESYSTEMS))
+    size_mib = parse_size(size, default_unit="G", low_mib=1, high_mib=64 << 20)
+    return DataDisk(path=path, size_mib=size_mib, filesystem=filesystem.lower(), mount=mount)
+
+
+def parse_network(value: object) -> NetworkSpec:
+    text = str(value).strip()
+    accepted = "default, network:NAME, bridge:NAME, user or none"
+    if text in ("default", "nat"):
+        return NetworkSpec("network", "default")
+    if text in ("user", "none"):
+        return NetworkSpec(text, "")  # type: ignore[arg-type]
+    kind, _, name = text.partition(":")
+    if kind in ("network", "bridge") and re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$", name):
+        return NetworkSpec(kind, name)  # type: ignore[arg-type]
+    raise Invalid(accepted)
+
+
+def parse_stages(value: object) -> tuple[Stage, ...] | None:
+    """None means auto (decided from the network and boot mode)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    if names == ["auto"]:
+        return None
+    accepted = "auto, or a comma-separated list of " + ", ".join(STAGES)
+    if not names or any(name not in STAGES for name in names):
+        raise Invalid(accepted)
+    if "running" not in names:
+        names.insert(0, "running")
+    return tuple(stage for stage in STAGES if stage in names)
+
+
+def parse_cmdline(value: object) -> str:
+    text = str(value)
+    if "\n" in text or len(text) > 2048:
+        raise Invalid("one line of at most 2048 characters")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution: raw settings -> VmSpec.
+
+
+class _Reader:
+    """Reads one raw setting at a time, turning parser failures into ConfigError."""
+
+    def __init__(self, raw: Mapping[str, RawValue]) -> None:
+        self.raw = raw
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def get(self, key: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
+        item = self.raw.get(key)
+        if item is None:
+            return default
+        try:
+            return parse(item.value)
+        except Invalid as invalid:
+            shown = "***" if SETTINGS_BY_KEY[key].secret else item.value
+            raise ConfigError(item.origin, shown, str(invalid)) from None
+
+    def fail(self, key: str, accepted: str) -> ConfigError:
+        item = self.raw[key]
+        return ConfigError(item.origin, item.value, accepted)
+
+    def items(self, key: str, parse: Callable[[Any], Any]) -> list[Any]:
+        item = self.raw.get(key)
+        if item is None:
+            return []
+        values = item.value if isinstance(item.value, list) else [item.value]
+        return [self.get_one(key, parse, value) for value in values]
+
+    def get_one(self, key: str, parse: Callable[[Any], Any], value: Any) -> Any:
+        try:
+            return parse(value)
+        except Invalid as invalid:
+            raise ConfigError(self.raw[key].origin, value, str(invalid)) from None
+
+
+def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> VmSpec:
+    """Validate raw settings once and return the spec. Pure except for reading named files."""
+    host = host or HostFacts.probe()
+    read = _Reader(raw)
+    name = read.get("name", parse_name, "vm")
+    vcpus = read.get("vcpus", lambda v: parse_int(v, 1, 256), min(host.cpus, 4))
+    default_memory = max(512, min(host.memory_mib // 4, 4096))
+    memory_mib = read.get(
+        "memory", lambda v: parse_size(v, default_unit="M", low_mib=64, high_mib=4 << 20), default_memory
+    )
+    disk_size_mib = read.get(
+        "disk_size", lambda v: parse_size(v, default_unit="G", low_mib=64, high_mib=64 << 20)
+    )
+    image = _resolve_image(read)
+    os_variant = read.get("os_variant", parse_os_variant, "generic")
+    default_user = read.get("user", _parse_user, default_user_for(os_variant))
+    hostname = read.get("hostname", parse_hostname, _hostname_from(name))
+    state_dir = read.get("state_dir", parse_path, DEFAULT_STATE_ROOT / name)
+    diff_path = _resolve_diff_path(read, state_dir, image)
+    keys = [key for keys in read.items("ssh_keys", parse_ssh_key) for key in keys]
+    password = read.get("password", _parse_password)
+    policy = read.get("password_policy", lambda v: parse_choice(v, ("auto", "random", "fixed", "none")))
+    policy = policy or ("fixed" if password else "auto")
+    if policy == "fixed" and not password:
+        raise read.fail("password_policy", "fixed needs a password (set VIRTAINER_PASSWORD or --password)")
+    direct_boot = _resolve_direct_boot(read)
+    network = read.get("network", parse_network, NetworkSpec())
+    stages = read.get("wait_for", parse_stages)
+    spec = VmSpec(
+        name=name,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        image=image,
+        diff_path=diff_path,
+        state_dir=state_dir,
+        os_variant=os_variant,
+        default_user=default_user,
+        hostname=hostname,
+        disk_size_mib=disk_size_mib,
+        accelerator=read.get("accelerator", lambda v: parse_choice(v, ("auto", "kvm", "tcg")), "auto"),
+        ssh_authorized_keys=tuple(dict.fromkeys(keys)),
+        user_data=read.get("user_data", parse_existing_file),
+        meta_data=read.get("meta_data", parse_existing_file),
+        network_config=read.get("network_config", parse_existing_file),
+        seed_iso=read.get("seed_iso", parse_existing_file),
+        seed_path=read.get("seed_path", parse_path),
+        password=password,
+        password_policy=policy,
+        mac_address=read.get("mac", parse_mac),
+        data_disks=tuple(read.items("disks", parse_disk)),
+        network=network,
+        direct_boot=direct_boot,
+        machine=read.get("machine", lambda v: parse_choice(v, MACHINES), "pc"),
+        wait_for=stages or default_stages(network, direct_boot),
+        boot_timeout_s=read.get("boot_timeout", parse_seconds, 600.0),
+        stop_timeout_s=read.get("stop_timeout", parse_seconds, 60.0),
+    )
+    _check_paths_do_not_collide(spec, read)
+    return spec
+
+
+def default_stages(network: NetworkSpec, direct_boot: DirectBoot | None) -> tuple[Stage, ...]:
+    if direct_boot is not None:
+        return ("running",)  # a bare kernel has no agent or cloud-init to wait for
+    if network.mode == "none":
+        return ("running", "agent", "cloud-init")
+    return STAGES
+
+
+def _parse_user(value: object) -> str:
+    text = str(value)
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", text):
+        raise Invalid("a Unix user name: lowercase letters, digits, '_' or '-', at most 32")
+    return text
+
+
+def _parse_password(value: object) -> str:
+    text = str(value)
+    if not 8 <= len(text) <= 128 or "\n" in text:
+        raise Invalid("8 to 128 characters on one line")
+    return text
+
+
+def _hostname_from(name: str) -> str:
+    label = re.sub(r"[^A-Za-z0-9-]", "-", name).strip("-")[:63]
+    return label or "vm"
+
+
+def _resolve_image(read: _Reader) -> ImageSource:
+    path = read.get("image", parse_existing_file)
+    url = read.get("image_url", parse_url)
+    sha256 = read.get("image_sha256", parse_sha256)
+    if path and url:
+        raise read.fail("image_url", "either an image path or an image URL, not both")
+    if url and url.startswith("file://") and not sha256:
+        sha256 = None  # a local file URL is verified like a path: by recording its identity
+    return ImageSource(path=path, url=url, sha256=sha256)
+
+
+def _resolve_diff_path(read: _Reader, state_dir: Path, image: ImageSource) -> Path:
+    if read.has("diff"):
+        diff = read.get("diff", parse_path)
+    elif read.has("image_dir"):
+        diff = read.get("image_dir", parse_path) / "local_image.qcow2"
+    else:
+        diff = state_dir / "diff.qcow2"
+    if diff.is_dir():
+        raise read.fail("diff" if read.has("diff") else "image_dir", "a file path for the diff, not a directory")
+    return diff
+
+
+def _resolve_direct_boot(read: _Reader) -> DirectBoot | None:
+    kernel = read.get("kernel", parse_existing_file)
+    initrd = read.get("initrd", parse_existing_file)
+    cmdline = read.get("cmdline", parse_cmdline, "")
+    if kernel is None:
+        if initrd is not None:
+            raise read.fail("initrd", "an initrd only together with a kernel (set kernel too)")
+        if cmdline:
+            raise read.fail("cmdline", "a command line only together with a kernel (set kernel too)")
+        return None
+    return DirectBoot(kernel=kernel, initrd=initrd, cmdline=cmdline)
+
+
+def _check_paths_do_not_collide(spec: VmSpec, read: _Reader) -> None:
+    """The diff must never be the base image or a data disk: that would write to them."""
+    if spec.image.path and spec.diff_path.resolve() == spec.image.path.resolve():
+        key = "diff" if read.has("diff") else "image_dir"
+        raise read.fail(key, "a diff path different from the base image (the base is never written)")
+    for disk in spec.data_disks:
+        if disk.path.resolve() == spec.diff_path.resolve():
+            raise read.fail("disks", "data disks other than the diff itself")
+
+
+def spec_with(spec: VmSpec, **changes: Any) -> VmSpec:
+    return replace(spec, **changes)

@@ -1,0 +1,340 @@
+"""Base images and the VM's qcow2 diff.
+
+The base image is only ever read. The VM writes to a qcow2 overlay (the diff) whose backing file is
+the base. Beside the diff we record the base's identity (sha256, virtual size, format), so a diff
+copied to a teammate or a new container is only ever reattached to the very same base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError
+from virtainer.spec import ImageSource, VmSpec
+
+ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+
+HASH_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BaseIdentity:
+    sha256: str
+    virtual_size: int
+    format: str
+
+    def describe(self) -> str:
+        return f"sha256 {self.sha256[:16]}…, {self.format}, {self.virtual_size} bytes virtual"
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    """What is written beside the diff: the identity plus where the base was last found."""
+
+    identity: BaseIdentity
+    path: str
+
+    def to_json(self) -> str:
+        return json.dumps({"base": asdict(self.identity), "base_path": self.path}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> BaseRecord:
+        data = json.loads(text)
+        return cls(identity=BaseIdentity(**data["base"]), path=data.get("base_path", ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# qemu-img
+
+
+def qemu_img(*args: str) -> str:
+    try:
+        done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ImageError("qemu-img is not installed", hint="apt-get install qemu-utils") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise ImageError(f"qemu-img {args[0]} failed: {detail[-1] if detail else 'no output'}")
+    return done.stdout
+
+
+def image_info(path: Path) -> dict[str, object]:
+    # -U: read even while a running QEMU holds the image lock
+    info = json.loads(qemu_img("info", "-U", "--output=json", str(path)))
+    assert isinstance(info, dict)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Base image identity (sha256 cached by path, size, mtime and inode: hashing GBs costs seconds)
+
+
+def sha256_file(path: Path, progress: ProgressFn | None = None) -> str:
+    digest = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
+
+
+def identity_cache_path() -> Path:
+    root = Path(os.environ.get("VIRTAINER_CACHE_DIR", "/var/cache/virtainer"))
+    return root / "identities.json"
+
+
+def base_identity(path: Path, progress: ProgressFn | None = None) -> BaseIdentity:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    cache = _read_json(identity_cache_path())
+    if key in cache:
+        return BaseIdentity(**cache[key])
+    info = image_info(path)
+    if info.get("backing-filename"):
+        raise ImageError(f"base image {path} is itself an overlay; use a standalone image")
+    identity = BaseIdentity(
+        sha256=sha256_file(path, progress),
+        virtual_size=int(info["virtual-size"]),  # type: ignore[call-overload]
+        format=str(info["format"]),
+    )
+    cache[key] = asdict(identity)
+    with contextlib.suppress(OSError):  # a read-only cache only costs speed
+        _write_atomic(identity_cache_path(), json.dumps(cache, indent=1), mode=0o644)
+    return identity
+
+
+def _read_json(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_atomic(path: Path, text: str, *, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as stream:
+            stream.write(text)
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching a base image
+
+
+def image_cache_dir() -> Path:
+    return Path(os.environ.get("VIRTAINER_CACHE_DIR", "/var/cache/virtainer")) / "images"
+
+
+def require_image(source: ImageSource) -> None:
+    if not source.path and not source.url:
+        raise ConfigError(
+            "image", "", "a base image: set VIRTAINER_IMAGE (path) or VIRTAINER_IMAGE_URL (+ _SHA256)"
+        )
+
+
+def fetch_base_image(source: ImageSource, progress: ProgressFn | None = None) -> Path:
+    """Return a local path of the base image, downloading (and verifying) a URL once."""
+    require_image(source)
+    if source.path:
+        if source.sha256 and sha256_file(source.path, progress) != source.sha256:
+            raise ImageError(f"base image {source.path} does not match image_sha256 {source.sha256}")
+        return source.path
+    assert source.url is not None
+    key = source.sha256 or "url-" + hashlib.sha256(source.url.encode()).hexdigest()
+    cached = image_cache_dir() / key / Path(source.url.split("?")[0]).name
+    if cached.is_file():
+        return cached
+    _download(source.url, cached, source.sha256, progress)
+    return cached
+
+
+def _download(url: str, target: Path, sha256: str | None, progress: ProgressFn | None) -> None:
+    import httpx  # imported here: only downloads need it
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
+            if response.status_code != 200:
+                raise ImageError(f"download of {url} failed: HTTP {response.status_code}")
+            total = int(response.headers.get("content-length", 0)) or None
+            done = 0
+            with partial.open("wb") as stream:
+                for chunk in response.iter_bytes(HASH_CHUNK):
+                    stream.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+    except httpx.HTTPError as error:
+        partial.unlink(missing_ok=True)
+        raise ImageError(f"download of {url} failed: {error}") from None
+    got = digest.hexdigest()
+    if sha256 and got != sha256:
+        partial.unlink(missing_ok=True)
+        raise ImageError(f"download of {url} refused: sha256 is {got}, expected {sha256}")
+    os.chmod(partial, 0o644)
+    os.replace(partial, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# The diff
+
+
+def read_base_record(spec: VmSpec) -> BaseRecord | None:
+    try:
+        return BaseRecord.from_json(spec.base_record_path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ImageError(f"cannot read {spec.base_record_path}: {error}") from None
+
+
+def check_diff_matches_base(spec: VmSpec, identity: BaseIdentity) -> bool:
+    """True when a diff exists and fits this base; False when there is none yet. Raises on mismatch."""
+    if not spec.diff_path.exists():
+        return False
+    record = read_base_record(spec)
+    if record is None:
+        raise BaseMismatchError(
+            f"diff {spec.diff_path} has no record of its base image "
+            f"({spec.base_record_path.name} is missing); refusing to guess",
+            hint="move the diff aside, or restore its .base.json file",
+        )
+    if record.identity != identity:
+        raise BaseMismatchError(
+            f"diff {spec.diff_path} was made on base {record.identity.describe()} "
+            f"but the base offered now is {identity.describe()}; the diff is left untouched",
+            hint="start with the base image the diff was made on, or use another diff path",
+        )
+    return True
+
+
+def prepare_diff(spec: VmSpec, base: Path, identity: BaseIdentity) -> bool:
+    """Create the diff, or reuse it when it was made on this base. Returns True when reused."""
+    reused = check_diff_matches_base(spec, identity)
+    if reused:
+        _point_diff_at(spec.diff_path, base, identity)
+    else:
+        spec.diff_path.parent.mkdir(parents=True, exist_ok=True)
+        _create_overlay(spec.diff_path, base, identity)
+        record = BaseRecord(identity=identity, path=str(base))
+        _write_atomic(spec.base_record_path, record.to_json(), mode=0o644)
+    if spec.disk_size_mib:
+        grow_diff(spec.diff_path, spec.disk_size_mib)
+    return reused
+
+
+def _create_overlay(diff: Path, base: Path, identity: BaseIdentity) -> None:
+    # Build under a temporary name: an interrupted create must not look like a user's diff.
+    temp = diff.with_name(f".{diff.name}.creating")
+    temp.unlink(missing_ok=True)
+    try:
+        qemu_img("create", "-q", "-f", "qcow2", "-F", identity.format, "-b", str(base.resolve()), str(temp))
+        os.replace(temp, diff)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _point_diff_at(diff: Path, base: Path, identity: BaseIdentity) -> None:
+    """A shared diff may name the base by another machine's path: repoint the header only.
+
+    Safe because the record proved the content is identical (`rebase -u` rewrites no data).
+    """
+    info = image_info(diff)
+    if info.get("backing-filename") != str(base.resolve()):
+        qemu_img("rebase", "-u", "-f", "qcow2", "-F", identity.format, "-b", str(base.resolve()), str(diff))
+
+
+def grow_diff(diff: Path, size_mib: int) -> None:
+    current = int(image_info(diff)["virtual-size"])  # type: ignore[call-overload]
+    wanted = size_mib * 1024 * 1024
+    if wanted < current:
+        raise ConfigError(
+            "disk_size", f"{size_mib}M", f"at least the disk's current size ({current // 2**20}M); disks never shrink"
+        )
+    if wanted > current:
+        qemu_img("resize", "-q", "-f", "qcow2", str(diff), str(wanted))
+
+
+def create_data_disk(path: Path, size_mib: int) -> bool:
+    """Create an empty qcow2 data disk unless one exists. Returns True when created."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.creating")
+    qemu_img("create", "-q", "-f", "qcow2", str(temp), f"{size_mib}M")
+    os.replace(temp, path)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# One user of a diff at a time
+
+
+class DiffLock:
+    """An exclusive flock on `<diff>.lock`, held while a controller owns the diff.
+
+    flock works across containers that share a volume on one host (same kernel). QEMU also locks
+    the image itself; this lock lets us refuse before anything is changed, with a clear message.
+    """
+
+    def __init__(self, diff: Path) -> None:
+        self.path = diff.with_name(diff.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConflictError(
+                f"diff {self.path.with_suffix('')} is in use by {holder}; refusing to start a second VM on it",
+                hint="stop the other container first, or copy the diff for a second VM",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def disk_usage_ok(path: Path, needed_bytes: int) -> bool:
+    return shutil.disk_usage(path).free >= needed_bytes
