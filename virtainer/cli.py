@@ -64,7 +64,7 @@ class CliReporter:
     def progress(self, label: str, done: int, total: int | None) -> None:
         if self._progress is None:
             columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
-            self._progress = Progress(*columns, console=err, transient=True)
+            self._progress = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
             self._progress.start()
         if label not in self._tasks:
             self._tasks[label] = self._progress.add_task(label, total=total)

@@ -37,7 +37,8 @@ class ConfigError(VirtainerError):
     http_status = 422
 
     def __init__(self, setting: str, value: object, accepted: str) -> None:
-        shown = repr(value) if not isinstance(value, str) else f"'{value}'"
+        # repr() escapes newlines and control characters: the message stays one line
+        shown = f"'{value}'" if isinstance(value, str) and value.isprintable() else repr(value)
         super().__init__(f"invalid {setting}={shown}: {accepted}")
         self.setting = setting
         self.value = value

@@ -1,0 +1,107 @@
+"""Domain XML: golden files per case, each validated against libvirt's RelaxNG schema."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from virtainer.accel import AcceleratorChoice
+from virtainer.domain import InvalidDomainXml, render_domain_xml, schema_available, validate_domain_xml
+from virtainer.spec import DataDisk, DirectBoot, ImageSource, NetworkSpec, VmSpec
+
+GOLDEN = Path(__file__).parent / "golden"
+TCG = AcceleratorChoice("tcg", "forced by accelerator=tcg")
+KVM = AcceleratorChoice("kvm", "KVM is usable")
+
+
+def base_spec(**changes: object) -> VmSpec:
+    values: dict[str, object] = {
+        "name": "web",
+        "vcpus": 2,
+        "memory_mib": 1024,
+        "image": ImageSource(path=Path("/images/debian-12.qcow2")),
+        "diff_path": Path("/mounted/local_image.qcow2"),
+        "state_dir": Path("/var/lib/virtainer/web"),
+        "os_variant": "debian12",
+        "default_user": "debian",
+        "hostname": "web",
+    }
+    values.update(changes)
+    return VmSpec(**values)  # type: ignore[arg-type]
+
+
+CASES: dict[str, tuple[VmSpec, AcceleratorChoice, Path | None]] = {
+    "cloud-tcg-nat": (base_spec(), TCG, Path("/var/lib/virtainer/web/seed.iso")),
+    "kvm-q35-bridge-disks": (
+        base_spec(
+            vcpus=8, memory_mib=8192, machine="q35", mac_address="52:54:00:aa:bb:cc",
+            network=NetworkSpec("bridge", "br0"),
+            data_disks=(DataDisk(Path("/disks/data0.qcow2")), DataDisk(Path("/disks/docker.raw"), 1024, "ext4", "/var/lib/docker")),
+        ),
+        KVM,
+        Path("/seed/cloud_init.iso"),
+    ),  # fmt: skip
+    "tiny-direct-boot-no-network": (
+        base_spec(
+            name="tiny", memory_mib=256, vcpus=1, network=NetworkSpec("none", ""), os_variant="generic",
+            default_user=None, direct_boot=DirectBoot(Path("/guests/vmlinuz"), Path("/guests/initrd.gz"), "console=ttyS0 guestmode=serve"),
+            wait_for=("running",),
+        ),
+        TCG,
+        None,
+    ),  # fmt: skip
+    "escaping-user-network": (
+        base_spec(
+            diff_path=Path("/data/<&'\"odd>/diff.qcow2"), state_dir=Path("/state/a&b"),
+            network=NetworkSpec("user", ""), default_user="o'brien",
+        ),
+        AcceleratorChoice("tcg", "KVM unusable: \"quoted\" <reason> & more"),
+        Path("/state/a&b/seed.iso"),
+    ),  # fmt: skip
+}
+
+
+def canonical(xml: str) -> str:
+    return etree.canonicalize(xml, strip_text=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_xml_matches_golden_file(case: str) -> None:
+    spec, accelerator, seed = CASES[case]
+    xml = render_domain_xml(spec, accelerator, seed_path=seed, disk_formats={Path("/disks/docker.raw"): "raw"})
+    golden = GOLDEN / f"{case}.xml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(xml)
+    assert canonical(xml) == canonical(golden.read_text())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_files_validate_against_libvirt_schema(case: str) -> None:
+    assert schema_available(), "libvirt's RelaxNG schemas are missing (/usr/share/libvirt/schemas)"
+    validate_domain_xml((GOLDEN / f"{case}.xml").read_text())
+
+
+def test_escaping_survives_round_trip() -> None:
+    spec, accelerator, seed = CASES["escaping-user-network"]
+    document = etree.fromstring(render_domain_xml(spec, accelerator, seed_path=seed).encode())
+    assert document.find("devices/disk/source").get("file") == "/data/<&'\"odd>/diff.qcow2"
+    reason = document.find("metadata/{*}vm/{*}accelerator").get("reason")
+    assert reason == "KVM unusable: \"quoted\" <reason> & more"
+
+
+def test_accelerator_decides_domain_type_and_cpu() -> None:
+    for accelerator, domain_type, cpu in ((TCG, "qemu", None), (KVM, "kvm", "host-passthrough")):
+        document = etree.fromstring(render_domain_xml(base_spec(), accelerator, seed_path=None).encode())
+        assert document.get("type") == domain_type
+        assert (document.find("cpu").get("mode") if document.find("cpu") is not None else None) == cpu
+
+
+def test_schema_rejects_an_invalid_document() -> None:
+    assert schema_available()
+    with pytest.raises(InvalidDomainXml, match="libvirt's schema"):
+        validate_domain_xml("<domain type='qemu'><name>x</name><memory>lots</memory></domain>")
+    with pytest.raises(InvalidDomainXml, match="does not parse"):
+        validate_domain_xml("<domain")

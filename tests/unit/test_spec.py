@@ -1,0 +1,261 @@
+"""The VM spec: flags, files, environment (with earlier systems' names), and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from virtainer.cli import build_parser, settings_from_args
+from virtainer.errors import ConfigError
+from virtainer.spec import (
+    HostFacts,
+    RawValue,
+    default_user_for,
+    merge_settings,
+    resolve_spec,
+    settings_from_env,
+    settings_from_file,
+    settings_from_mapping,
+)
+from virtainer.units import parse_size_mib
+
+HOST = HostFacts(cpus=8, memory_mib=16384)
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnlyForTestsOnlyForTestsOnlyForTestsOnly test@host"
+
+
+def resolve(**values: object):
+    return resolve_spec({key: RawValue(value, key) for key, value in values.items()}, HOST)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "base.qcow2"
+    path.write_bytes(b"QFI\xfb")
+    return path
+
+
+# -- sizes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "mib"),
+    [("512M", "M", 512), ("8G", "M", 8192), ("1.5G", "M", 1536), ("1024", "M", 1024),
+     ("20", "G", 20480), ("20GiB", "M", 20480), ("2gb", "M", 2048), ("1T", "G", 1 << 20),
+     ("4096K", "M", 4)],
+)  # fmt: skip
+def test_sizes_accept_the_usual_suffixes(text: str, unit: str, mib: int) -> None:
+    assert parse_size_mib(text, default_unit=unit) == mib
+
+
+# -- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults_need_no_thought() -> None:
+    spec = resolve()
+    assert spec.name == "vm"
+    assert spec.vcpus == 4  # host has 8: at most 4 by default
+    assert spec.memory_mib == 4096  # a quarter of the host, at most 4 GiB
+    assert spec.accelerator == "auto"
+    assert spec.password_policy == "auto"
+    assert spec.diff_path == Path("/var/lib/virtainer/vm/diff.qcow2")
+    assert spec.wait_for == ("running", "ip", "agent", "cloud-init", "ssh")
+
+
+def test_small_host_gets_small_defaults() -> None:
+    spec = resolve_spec({}, HostFacts(cpus=1, memory_mib=1024))
+    assert (spec.vcpus, spec.memory_mib) == (1, 512)
+
+
+# -- environment, with aliases ------------------------------------------------------------------
+
+
+def test_virtainers_environment_names(image: Path, tmp_path: Path) -> None:
+    env = {
+        "RAM": "2048", "CPU": "2", "VM_NAME": "fedora29", "OS_VARIANT": "fedora29",
+        "IMAGE": str(image), "IMAGE_DIR": str(tmp_path / "mounted"), "DISK_SIZE": "20",
+        "CLOUD_INIT_DISK": str(tmp_path / "cloud_init.iso"),
+    }  # fmt: skip
+    spec = resolve_spec(settings_from_env(env), HOST)
+    assert spec.memory_mib == 2048
+    assert spec.vcpus == 2
+    assert spec.name == "fedora29"
+    assert spec.default_user == "fedora"
+    assert spec.image.path == image
+    assert spec.diff_path == tmp_path / "mounted" / "local_image.qcow2"
+    assert spec.disk_size_mib == 20 * 1024
+    assert spec.generated_seed_path == tmp_path / "cloud_init.iso"
+
+
+def test_supravm_environment_names() -> None:
+    env = {"VM_CPU_CORES": "3", "VM_RAM": "8G", "VM_MAC": "00:00:00:01:02:03"}
+    spec = resolve_spec(settings_from_env(env), HOST)
+    assert (spec.vcpus, spec.memory_mib, spec.mac_address) == (3, 8192, "00:00:00:01:02:03")
+
+
+def test_canonical_name_wins_over_alias() -> None:
+    spec = resolve_spec(settings_from_env({"VIRTAINER_MEMORY": "3G", "RAM": "1024"}), HOST)
+    assert spec.memory_mib == 3072
+
+
+def test_runcvm_disks_alias(tmp_path: Path) -> None:
+    env = {"RUNCVM_DISKS": f"{tmp_path}/docker,/var/lib/docker,ext4,1G;{tmp_path}/plain.qcow2,5G"}
+    spec = resolve_spec(settings_from_env(env), HOST)
+    first, second = spec.data_disks
+    assert (first.mount, first.filesystem, first.size_mib) == ("/var/lib/docker", "ext4", 1024)
+    assert (second.path, second.size_mib, second.mount) == (tmp_path / "plain.qcow2", 5120, None)
+
+
+# -- files and flags ----------------------------------------------------------------------------
+
+
+def test_yaml_and_json_files(tmp_path: Path, image: Path) -> None:
+    yaml_file = tmp_path / "vm.yaml"
+    yaml_file.write_text(f"name: web\nmemory: 2G\nvcpus: 2\nimage: {image}\nssh-keys: ['{KEY}']\n")
+    spec = resolve_spec(settings_from_file(yaml_file), HOST)
+    assert (spec.name, spec.memory_mib, spec.vcpus, spec.ssh_authorized_keys) == ("web", 2048, 2, (KEY,))
+    json_file = tmp_path / "vm.json"
+    json_file.write_text(json.dumps({"name": "db", "memory": 1024, "accelerator": "tcg"}))
+    spec = resolve_spec(settings_from_file(json_file), HOST)
+    assert (spec.name, spec.memory_mib, spec.accelerator) == ("db", 1024, "tcg")
+
+
+def test_flags_win_over_environment_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "vm.yaml"
+    config.write_text("name: from-file\nmemory: 1G\nvcpus: 1\n")
+    args = build_parser().parse_args(["up", "--memory", "3G", "-f", str(config)])
+    merged = merge_settings(
+        settings_from_file(config), settings_from_env({"VIRTAINER_VCPUS": "2", "RAM": "2048"}),
+        settings_from_args(args),
+    )  # fmt: skip
+    spec = resolve_spec(merged, HOST)
+    assert (spec.name, spec.vcpus, spec.memory_mib) == ("from-file", 2, 3072)
+
+
+def test_ssh_keys_from_files_and_literals(tmp_path: Path) -> None:
+    key_file = tmp_path / "id.pub"
+    other = KEY.replace("test@host", "other@host")
+    key_file.write_text(f"# my keys\n{other}\n\n")
+    spec = resolve(ssh_keys=[KEY, str(key_file), KEY])
+    assert spec.ssh_authorized_keys == (KEY, other)
+
+
+def test_os_variant_sets_default_user() -> None:
+    assert default_user_for("ubuntu24.04") == "ubuntu"
+    assert default_user_for("centos7") == "centos"
+    assert default_user_for("centos-stream9") == "cloud-user"
+    assert default_user_for("rhel7") == "cloud-user"
+    assert default_user_for("generic") is None
+
+
+# -- bad input: every one names the setting, the value and what is accepted ----------------------
+
+BAD_INPUTS = [
+    ("name", "", "name"),
+    ("name", "has space", "letters, digits"),
+    ("name", "-leading", "starting with a letter"),
+    ("name", "x" * 64, "1-63"),
+    ("vcpus", "0", "from 1 to 256"),
+    ("vcpus", "two", "whole number"),
+    ("vcpus", "999", "from 1 to 256"),
+    ("memory", "lots", "512M"),
+    ("memory", "12Q", "512M"),
+    ("memory", "10M", "from 64M"),
+    ("memory", "-1G", "512M"),
+    ("disk_size", "1.3M", "512M"),
+    ("disk_size", "0", "512M"),
+    ("image", "/no/such/image.qcow2", "existing file"),
+    ("image", "/tmp", "regular file"),
+    ("image_url", "ftp://example.org/x.img", "http://"),
+    ("image_sha256", "abc", "64 hexadecimal"),
+    ("os_variant", "windows95", "debian12"),
+    ("accelerator", "hvf", "auto, kvm, tcg"),
+    ("ssh_keys", "/no/such/key.pub", "readable .pub file"),
+    ("ssh_keys", "not-a-key", "readable .pub file"),
+    ("user_data", "/no/such/user-data", "existing file"),
+    ("meta_data", "/no/such/meta-data", "existing file"),
+    ("network_config", "/no/such/network-config", "existing file"),
+    ("seed_iso", "/no/such/seed.iso", "existing file"),
+    ("password_policy", "sometimes", "auto, random, fixed, none"),
+    ("password", "short", "8 to 128"),
+    ("mac", "01:02:03:04:05:06", "unicast"),
+    ("mac", "52:54:00:zz:00:01", "six hex pairs"),
+    ("mac", "52:54:00", "six hex pairs"),
+    ("disks", "/d.qcow2,/mnt,ntfs,1G", "ext4"),
+    ("disks", "/d.qcow2,mnt,ext4,1G", "absolute path"),
+    ("disks", "/d.qcow2,huge", "512M"),
+    ("disks", ",", "PATH"),
+    ("network", "wifi", "default, network:NAME"),
+    ("network", "bridge:", "default, network:NAME"),
+    ("kernel", "/no/such/vmlinuz", "existing file"),
+    ("machine", "virt", "pc, q35"),
+    ("wait_for", "running,coffee", "cloud-init"),
+    ("boot_timeout", "-5", "positive number"),
+    ("stop_timeout", "soon", "positive number"),
+    ("hostname", "bad_host!", "RFC 1123"),
+    ("user", "Root User", "Unix user name"),
+    ("cmdline", "a\nb", "one line"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "accepted"), BAD_INPUTS, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD_INPUTS])
+def test_bad_input_names_setting_value_and_accepted(key: str, value: str, accepted: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(**{key: [value] if key in ("ssh_keys", "disks") else value})
+    message = str(caught.value)
+    assert message.startswith(f"invalid {key}=")
+    assert accepted in message
+    assert "\n" not in message
+    if key != "password":
+        assert repr(value)[1:-1] in message
+    else:
+        assert value not in message  # secrets are never echoed
+
+
+def test_at_least_25_distinct_bad_inputs() -> None:
+    assert len({key for key, _, _ in BAD_INPUTS}) >= 25
+
+
+def test_combination_errors(tmp_path: Path, image: Path) -> None:
+    with pytest.raises(ConfigError, match="fixed needs a password"):
+        resolve(password_policy="fixed")
+    with pytest.raises(ConfigError, match="not both"):
+        resolve(image=str(image), image_url="https://example.org/x.qcow2")
+    with pytest.raises(ConfigError, match="together with a kernel"):
+        resolve(initrd=str(image))
+    with pytest.raises(ConfigError, match="different from the base image"):
+        resolve(image=str(image), diff=str(image))
+
+
+def test_env_error_names_the_variable_the_user_set() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid RAM='lots'"):
+        resolve_spec(settings_from_env({"RAM": "lots"}), HOST)
+    with pytest.raises(ConfigError, match=r"^invalid VM_CPU_CORES='0'"):
+        resolve_spec(settings_from_env({"VM_CPU_CORES": "0"}), HOST)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    typo = tmp_path / "vm.yaml"
+    typo.write_text("memroy: 1G\n")
+    with pytest.raises(ConfigError, match=r"memroy \(vm.yaml\).*unknown setting; one of: name"):
+        settings_from_file(typo)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="valid JSON or YAML"):
+        settings_from_file(broken)
+    with pytest.raises(ConfigError, match="a mapping of settings"):
+        settings_from_mapping(["not", "a", "mapping"], "api")
+
+
+def test_cli_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "virtainer.cli", "up", "--memory", "lots", "--state-dir", str(state)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "."})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "invalid --memory='lots'" in done.stderr
+    assert not state.exists()
