@@ -11,7 +11,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import libvirt
@@ -24,7 +24,7 @@ from virtainer.errors import ConflictError, HypervisorError, NotFoundError, Virt
 DEFAULT_URI = "qemu:///system"
 
 
-class DomainState(str, Enum):
+class DomainState(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     SHUTTING_DOWN = "shutting-down"
@@ -202,9 +202,7 @@ class Hypervisor:
         try:
             self._domain(name).shutdownFlags(flag)
         except libvirt.libvirtError as error:
-            if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
-                return True  # already off
-            return False
+            return error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID  # already off
         return True
 
     def destroy(self, name: str) -> bool:

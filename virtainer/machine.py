@@ -267,12 +267,12 @@ def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:
     metadata = hv.metadata(spec.name)
     if not metadata:
         raise ConflictError(f"a VM named '{spec.name}' exists and is not managed by virtainer")
-    if metadata.get("diff") != str(spec.diff_path):
-        if hv.state(spec.name) in (DomainState.RUNNING, DomainState.PAUSED):
-            raise ConflictError(
-                f"VM '{spec.name}' is running on diff {metadata.get('diff')}, not {spec.diff_path}",
-                hint="stop it first, or choose another name",
-            )
+    running = hv.state(spec.name) in (DomainState.RUNNING, DomainState.PAUSED)
+    if running and metadata.get("diff") != str(spec.diff_path):
+        raise ConflictError(
+            f"VM '{spec.name}' is running on diff {metadata.get('diff')}, not {spec.diff_path}",
+            hint="stop it first, or choose another name",
+        )
 
 
 def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: bool) -> UpResult:

@@ -37,17 +37,28 @@ CASES: dict[str, tuple[VmSpec, AcceleratorChoice, Path | None]] = {
     "cloud-tcg-nat": (base_spec(), TCG, Path("/var/lib/virtainer/web/seed.iso")),
     "kvm-q35-bridge-disks": (
         base_spec(
-            vcpus=8, memory_mib=8192, machine="q35", mac_address="52:54:00:aa:bb:cc",
+            vcpus=8,
+            memory_mib=8192,
+            machine="q35",
+            mac_address="52:54:00:aa:bb:cc",
             network=NetworkSpec("bridge", "br0"),
-            data_disks=(DataDisk(Path("/disks/data0.qcow2")), DataDisk(Path("/disks/docker.raw"), 1024, "ext4", "/var/lib/docker")),
+            data_disks=(
+                DataDisk(Path("/disks/data0.qcow2")),
+                DataDisk(Path("/disks/docker.raw"), 1024, "ext4", "/var/lib/docker"),
+            ),
         ),
         KVM,
         Path("/seed/cloud_init.iso"),
     ),  # fmt: skip
     "tiny-direct-boot-no-network": (
         base_spec(
-            name="tiny", memory_mib=256, vcpus=1, network=NetworkSpec("none", ""), os_variant="generic",
-            default_user=None, direct_boot=DirectBoot(Path("/guests/vmlinuz"), Path("/guests/initrd.gz"), "console=ttyS0 guestmode=serve"),
+            name="tiny",
+            memory_mib=256,
+            vcpus=1,
+            network=NetworkSpec("none", ""),
+            os_variant="generic",
+            default_user=None,
+            direct_boot=DirectBoot(Path("/guests/vmlinuz"), Path("/guests/initrd.gz"), "console=ttyS0 guestmode=serve"),
             wait_for=("running",),
         ),
         TCG,
@@ -55,10 +66,12 @@ CASES: dict[str, tuple[VmSpec, AcceleratorChoice, Path | None]] = {
     ),  # fmt: skip
     "escaping-user-network": (
         base_spec(
-            diff_path=Path("/data/<&'\"odd>/diff.qcow2"), state_dir=Path("/state/a&b"),
-            network=NetworkSpec("user", ""), default_user="o'brien",
+            diff_path=Path("/data/<&'\"odd>/diff.qcow2"),
+            state_dir=Path("/state/a&b"),
+            network=NetworkSpec("user", ""),
+            default_user="o'brien",
         ),
-        AcceleratorChoice("tcg", "KVM unusable: \"quoted\" <reason> & more"),
+        AcceleratorChoice("tcg", 'KVM unusable: "quoted" <reason> & more'),
         Path("/state/a&b/seed.iso"),
     ),  # fmt: skip
 }
@@ -89,7 +102,7 @@ def test_escaping_survives_round_trip() -> None:
     document = etree.fromstring(render_domain_xml(spec, accelerator, seed_path=seed).encode())
     assert document.find("devices/disk/source").get("file") == "/data/<&'\"odd>/diff.qcow2"
     reason = document.find("metadata/{*}vm/{*}accelerator").get("reason")
-    assert reason == "KVM unusable: \"quoted\" <reason> & more"
+    assert reason == 'KVM unusable: "quoted" <reason> & more'
 
 
 def test_accelerator_decides_domain_type_and_cpu() -> None:

@@ -111,9 +111,8 @@ def test_disk_grows_and_never_shrinks(tmp_path: Path) -> None:
 def test_lock_refuses_a_second_user(tmp_path: Path) -> None:
     diff = tmp_path / "diff.qcow2"
     first = storage.DiffLock(diff)
-    with first.held():
-        with pytest.raises(ConflictError, match="in use by pid"):
-            storage.DiffLock(diff).acquire()
+    with first.held(), pytest.raises(ConflictError, match="in use by pid"):
+        storage.DiffLock(diff).acquire()
     with storage.DiffLock(diff).held():  # released: free again
         pass
 
