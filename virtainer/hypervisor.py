@@ -45,6 +45,14 @@ _STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.SUSPENDED,
 }
 
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "lost while libvirtd was down",
+}
+
 
 @dataclass(frozen=True)
 class InterfaceAddress:
@@ -172,6 +180,15 @@ class Hypervisor:
             return DomainState.UNDEFINED
         code, _reason = domain.state()
         return _STATES.get(code, DomainState.OTHER)
+
+    def shutoff_reason(self, name: str) -> str:
+        """Why the domain is off: shutdown (the guest powered off), destroyed, crashed, ... or ''."""
+        code, reason = self._domain(name).state()
+        if code == libvirt.VIR_DOMAIN_CRASHED:
+            return "crashed"
+        if code != libvirt.VIR_DOMAIN_SHUTOFF:
+            return ""
+        return _SHUTOFF_REASONS.get(reason, "unknown")
 
     def xml(self, name: str, *, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0

@@ -208,6 +208,7 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     xml = plan.domain_xml()
     (spec.state_dir / "domain.xml").write_text(xml)
     hv.define(xml)
+    _restore_snapshots(hv, spec, reporter)
     readiness = Readiness(started_at=time.time(), wanted=spec.wait_for)
     spec.serial_log_path.unlink(missing_ok=True)  # this boot's console only
     hv.start(spec.name)
@@ -224,6 +225,17 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     if wait:
         wait_ready(spec, hv, readiness, reporter)
     return result
+
+
+def _restore_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None:
+    """Snapshots live inside the diff; libvirt learns of them again from the record beside it."""
+    from virtainer import snapshots  # late: snapshots builds on this module's layers too
+
+    report = snapshots.restore_saved(hv, spec.name, spec.diff_path)
+    if report.restored:
+        reporter.step(f"snapshots restored from the volume: {', '.join(report.restored)}")
+    for name, why in report.skipped.items():
+        reporter.step(f"snapshot '{name}' not restored: {why}")
 
 
 def wait_ready(
