@@ -1,0 +1,131 @@
+"""Settings as a container sees them.
+
+The VM's settings come from three layers, later ones winning:
+
+1. the image's baked defaults (`image.json` written at build time: the guest image, its OS
+   variant), dropped when the user names another image;
+2. the files virtainers users mount: `/tmp/id_rsa.pub` (SSH key), `/tmp/user-data`,
+   `/tmp/meta-data`, `/tmp/cloud_init.iso` (a prebuilt seed, used as is);
+3. environment variables (canonical `VIRTAINER_*` and the aliases `RAM`, `CPU`, `VM_NAME`, ...).
+
+The diff lives at `$IMAGE_DIR/local_image.qcow2`, `/mounted` by default, as virtainers users
+expect. Controller-only settings (not part of the VM spec) are read by `controller_config`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtainer.errors import ConfigError
+from virtainer.spec import RawSettings, RawValue, merge_settings, settings_from_env
+
+IMAGES_DIR = Path("/var/lib/virtainer/images")
+BAKED_RECORD = IMAGES_DIR / "image.json"
+DEFAULT_IMAGE_DIR = Path("/mounted")
+RUN_DIR = Path("/run/virtainer")
+
+# virtainers' mount points -> the spec setting each one feeds
+MOUNTED_FILES: dict[str, Path] = {
+    "ssh_keys": Path("/tmp/id_rsa.pub"),
+    "user_data": Path("/tmp/user-data"),
+    "meta_data": Path("/tmp/meta-data"),
+    "seed_iso": Path("/tmp/cloud_init.iso"),
+}
+
+
+@dataclass(frozen=True)
+class BakedImage:
+    """The guest image a distro variant carries (see container/fetch-image.py)."""
+
+    path: Path
+    os_variant: str
+    sha256: str
+    source: str
+
+    @classmethod
+    def load(cls, record: Path = BAKED_RECORD) -> BakedImage | None:
+        try:
+            data = json.loads(record.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise ConfigError("baked image record", str(record), f"readable JSON ({error})") from None
+        return cls(Path(data["path"]), data.get("os_variant", ""), data.get("sha256", ""), data.get("source", ""))
+
+
+def container_settings(
+    environ: Mapping[str, str],
+    *,
+    baked: BakedImage | None,
+    mounted: Mapping[str, Path] = MOUNTED_FILES,
+) -> RawSettings:
+    """The VM's raw settings: baked defaults < mounted files < environment."""
+    env = settings_from_env(environ)
+    defaults: RawSettings = {}
+    if baked is not None and "image" not in env and "image_url" not in env:
+        defaults["image"] = RawValue(str(baked.path), "the image's baked guest image")
+        if baked.os_variant:
+            defaults["os_variant"] = RawValue(baked.os_variant, "the image's baked OS variant")
+    if "diff" not in env and "image_dir" not in env:
+        defaults["image_dir"] = RawValue(str(DEFAULT_IMAGE_DIR), "IMAGE_DIR (default)")
+    files: RawSettings = {}
+    for key, path in mounted.items():
+        if path.exists() or path.is_symlink():
+            # a directory here usually means `-v host-path:...` named a file that does not exist
+            # on the host (Docker then creates a directory): the setting's parser says so
+            value: object = [str(path)] if key == "ssh_keys" else str(path)
+            files[key] = RawValue(value, f"{path} (mounted file)")
+    return merge_settings(defaults, files, env)
+
+
+def _parse_ports(value: str, origin: str) -> tuple[int, ...]:
+    ports: list[int] = []
+    for part in value.replace(",", " ").split():
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise ConfigError(origin, value, "TCP port numbers from 1 to 65535, separated by commas")
+        ports.append(int(part))
+    if len(ports) > 15:
+        raise ConfigError(origin, value, "at most 15 ports")
+    return tuple(dict.fromkeys(ports))
+
+
+def _parse_flag(value: str, origin: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(origin, value, "1/true/yes/on or 0/false/no/off")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Settings of the controller itself (not of the VM)."""
+
+    uri: str = "qemu:///system"
+    # TCP ports the container keeps for itself: never forwarded to the guest (the REST API's
+    # port joins this list when the API runs in the container)
+    controller_ports: tuple[int, ...] = ()
+    console_log: bool = True  # mirror the serial console into docker logs
+    run_dir: Path = RUN_DIR
+    libvirtd_log: Path = Path("/var/log/libvirt/libvirtd.log")
+    libvirtd_start_timeout_s: float = 120.0
+    libvirtd_max_restarts: int = 5  # within libvirtd_restart_window_s; beyond that, give up
+    libvirtd_restart_window_s: float = 300.0
+
+    @property
+    def ready_file(self) -> Path:
+        return self.run_dir / "ready"
+
+
+def controller_config(environ: Mapping[str, str]) -> ControllerConfig:
+    ports_text = environ.get("VIRTAINER_CONTROLLER_PORTS", "")
+    console_text = environ.get("VIRTAINER_CONSOLE_LOG", "1")
+    return ControllerConfig(
+        uri=environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system",
+        controller_ports=_parse_ports(ports_text, "VIRTAINER_CONTROLLER_PORTS") if ports_text else (),
+        console_log=_parse_flag(console_text, "VIRTAINER_CONSOLE_LOG"),
+    )

@@ -1,0 +1,254 @@
+"""The controller: one VM, its libvirtd, its network, its logs, its graceful end.
+
+Start-up order (nothing on the volume is written before every check passed):
+ 1. settings -> VmSpec (a bad value: one line naming it, exit 2);
+ 2. preflight: capabilities and devices the spec needs (one line naming the flag, exit 2);
+ 3. the guest LAN is chosen and written as libvirt's autostarted `default` network;
+ 4. libvirtd starts while the plan is checked (base image identity vs the diff, cloud-init input);
+ 5. the diff lock is taken (a second container on the same diff is refused, exit 4);
+ 6. iptables rules, then `machine.up` defines and starts the domain;
+ 7. readiness stages are awaited in a thread; the main loop supervises libvirtd and the domain.
+
+It ends when: a signal asks (graceful stop: guest agent, then ACPI, within the stop timeout,
+then destroy; exit 0 when the guest powered off cleanly, 3 when it had to be destroyed), or the
+guest powers itself off (exit 0; 1 when it crashed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+from virtainer import __version__, machine
+from virtainer.controller import network, preflight
+from virtainer.controller.config import BakedImage, ControllerConfig, container_settings, controller_config
+from virtainer.controller.daemons import Daemon, connect_when_ready, libvirtd
+from virtainer.controller.health import ReadyFile
+from virtainer.controller.logsink import ConsoleMirror, ContainerReporter, LogSink
+from virtainer.domain import default_mac
+from virtainer.errors import EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, HypervisorError, VirtainerError, WaitTimeout
+from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.readiness import Readiness
+from virtainer.spec import HostFacts, VmSpec, resolve_spec
+from virtainer.storage import DiffLock, require_image
+
+MONITOR_INTERVAL_S = 1.0
+OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
+
+
+class Controller:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        *,
+        sink: LogSink | None = None,
+        baked: BakedImage | None = None,
+        config: ControllerConfig | None = None,
+    ) -> None:
+        self.environ = environ
+        self.sink = sink or LogSink()
+        self.reporter = ContainerReporter(self.sink)
+        self.baked = baked
+        self.config = config or controller_config(environ)
+        self.ready_file = ReadyFile(self.config.ready_file)
+        self.stop_requested = threading.Event()
+        self.spec: VmSpec | None = None
+        self.daemon: Daemon | None = None
+        self.hv: Hypervisor | None = None
+        self.lock: DiffLock | None = None
+        self.console: ConsoleMirror | None = None
+        self.readiness: Readiness | None = None
+        self.guest_network: network.GuestNetwork | None = None
+        self._restarts: list[float] = []
+
+    # -- entry ---------------------------------------------------------------------------------
+
+    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+        if not self.stop_requested.is_set():
+            self.sink.line(f"received {signal.Signals(signum).name}: stopping")
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        try:
+            return self._run()
+        except VirtainerError as error:
+            sys.stderr.write(f"virtainer: error: {error}\n")
+            sys.stderr.flush()
+            return error.exit_code
+        finally:
+            self._clean_up()
+
+    def _run(self) -> int:
+        self.ready_file.clear()
+        self.sink.line(f"virtainer {__version__} controller starting")
+        spec = self.spec = self._resolve_spec()
+        self._preflight(spec)
+        self.daemon = libvirtd(self.config.libvirtd_log)
+        self.daemon.start()
+        # while libvirtd starts: everything that can refuse the start, still without writing
+        plan = machine.plan_up(spec, None, self.reporter)
+        self.lock = DiffLock(spec.diff_path)
+        self.lock.acquire()
+        self.hv = connect_when_ready(self.daemon, self.config.uri, self.config.libvirtd_start_timeout_s)
+        self.sink.line(f"libvirtd ready (pid {self.daemon.pid})")
+        if self.stop_requested.is_set():
+            return EXIT_OK
+        if self.guest_network is not None:
+            network.install_rules(self.guest_network, controller_ports=self.config.controller_ports)
+        if self.config.console_log:
+            self.console = ConsoleMirror(spec.serial_log_path, self.sink)
+        result = machine.up(spec, self.hv, self.reporter, wait=False)
+        if self.console is not None:
+            self.console.start()
+        self._report_started(plan, result)
+        self.readiness = result.readiness
+        threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
+        return self._supervise()
+
+    def _resolve_spec(self) -> VmSpec:
+        raw = container_settings(self.environ, baked=self.baked)
+        spec = resolve_spec(raw, HostFacts.probe())
+        require_image(spec.image)
+        net = spec.network
+        self.sink.line(
+            f"VM '{spec.name}': {spec.vcpus} vCPU, {spec.memory_mib} MiB, image {spec.image.describe()}, "
+            f"diff {spec.diff_path}, network {net.mode}{':' + net.source if net.source else ''}"
+        )
+        return spec
+
+    def _preflight(self, spec: VmSpec) -> None:
+        if spec.network.mode != "network" or spec.network.source != network.NETWORK_NAME:
+            return
+        preflight.check_network_capabilities(preflight.Capabilities.current())
+        subnet = network.choose_subnet(network.container_routes())
+        self.guest_network = network.GuestNetwork(subnet, spec.mac_address or default_mac(spec))
+        network.write_autostart_network(network.network_xml(self.guest_network))
+        self.sink.line(f"guest LAN {subnet}, guest address {self.guest_network.guest_ip}")
+
+    def _report_started(self, plan: machine.Plan, result: machine.UpResult) -> None:
+        if result.generated_password:
+            self.sink.line(
+                f"no SSH key and no user-data: password for {result.user or 'the default user'} "
+                f"(shown once): {result.generated_password}"
+            )
+        if self.guest_network is not None and plan.spec.default_user:
+            self.sink.line(f"once ready: ssh {plan.spec.default_user}@{_container_address()}")
+
+    # -- readiness -----------------------------------------------------------------------------
+
+    def _watch_readiness(self) -> None:
+        assert self.spec is not None and self.readiness is not None
+        pause = threading.Event()
+        while not self.stop_requested.is_set():
+            try:
+                with Hypervisor(self.config.uri) as hv:
+                    machine.wait_ready(self.spec, hv, self.readiness, self.reporter, stop=self.stop_requested)
+            except WaitTimeout as error:
+                self.sink.line(f"warning: {error.message}; the VM keeps running")
+                return
+            except HypervisorError:
+                pause.wait(MONITOR_INTERVAL_S)  # libvirtd restarting, or the guest went away
+                continue
+            if self.readiness.ready:
+                self.ready_file.mark(self.readiness)
+                self.sink.line(f"VM '{self.spec.name}' is ready")
+            return
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    def _supervise(self) -> int:
+        assert self.spec is not None and self.daemon is not None
+        name = self.spec.name
+        while not self.stop_requested.wait(MONITOR_INTERVAL_S):
+            if not self.daemon.alive():
+                self._restart_libvirtd()
+                continue
+            try:
+                assert self.hv is not None
+                state = self.hv.state(name)
+                reason = self.hv.shutoff_reason(name) if state in OFF_STATES else ""
+            except HypervisorError:
+                continue  # libvirtd is going away: the next round restarts it
+            if state in OFF_STATES:
+                self.ready_file.clear()
+                clean = reason == "shutdown"
+                self.sink.line(f"the guest powered off ({reason}): the container ends")
+                return EXIT_OK if clean else EXIT_RUNTIME
+        return self._graceful_stop()
+
+    def _restart_libvirtd(self) -> None:
+        assert self.daemon is not None
+        now = time.monotonic()
+        window = self.config.libvirtd_restart_window_s
+        self._restarts = [at for at in self._restarts if now - at < window] + [now]
+        if len(self._restarts) > self.config.libvirtd_max_restarts:
+            raise HypervisorError(
+                f"libvirtd died {len(self._restarts)} times within {window:.0f} s; giving up: {self.daemon.log_tail()}"
+            )
+        self.sink.line(f"libvirtd exited (status {self.daemon.exit_status()}); restarting it, the VM keeps running")
+        if self.hv is not None:
+            self.hv.close()
+        started = time.monotonic()
+        self.daemon.start()
+        self.hv = connect_when_ready(self.daemon, self.config.uri, self.config.libvirtd_start_timeout_s)
+        assert self.spec is not None
+        state = self.hv.state(self.spec.name)
+        self.sink.line(
+            f"libvirtd back after {time.monotonic() - started:.1f} s (pid {self.daemon.pid}); VM {state.value}"
+        )
+
+    def _graceful_stop(self) -> int:
+        assert self.spec is not None and self.daemon is not None
+        self.ready_file.clear()
+        if not self.daemon.alive():
+            self._restart_libvirtd()
+        assert self.hv is not None
+        timeout = self.spec.stop_timeout_s
+        self.sink.line(f"shutting the guest down (guest agent, then ACPI; at most {timeout:.0f} s)")
+        result = machine.stop(self.hv, self.spec.name, timeout)
+        if result.graceful:
+            how = {"agent": "guest agent", "acpi": "ACPI power button", "none": "it was already off"}
+            self.sink.line(f"the guest powered off ({how[result.method]}, {result.elapsed_s:.1f} s)")
+            return EXIT_OK
+        self.sink.line(f"the guest did not power off within {timeout:.0f} s and was destroyed")
+        return EXIT_TIMEOUT
+
+    def _clean_up(self) -> None:
+        self.ready_file.clear()
+        if self.console is not None:
+            self.console.stop()
+        if self.guest_network is not None and self.hv is not None:
+            with contextlib.suppress(VirtainerError):
+                network.remove_rules()
+        if self.hv is not None:
+            self.hv.close()
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _container_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "<container IP>"
+
+
+def main() -> int:
+    """The container's main process (under tini). Returns the container's exit status."""
+    try:
+        controller = Controller(os.environ, baked=BakedImage.load())
+    except VirtainerError as error:
+        sys.stderr.write(f"virtainer: error: {error}\n")
+        return error.exit_code
+    signal.signal(signal.SIGTERM, controller.request_stop)
+    signal.signal(signal.SIGINT, controller.request_stop)
+    return controller.run()

@@ -1,0 +1,101 @@
+"""What the container was started with, checked before anything starts.
+
+Each missing capability or device becomes one line naming the flag to add. With `--privileged`
+every check passes as is; with minimal flags (`--cap-add NET_ADMIN --cap-add SYS_ADMIN`) the
+controller fixes what it may (creates /dev/net/tun, remounts /proc/sys read-write); with no flags
+at all only a VM without a NIC (`VIRTAINER_NETWORK=none`) or with user-mode networking runs.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtainer.errors import EXIT_CONFIG, VirtainerError
+
+CAP_MKNOD = 27
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+TUN_DEVICE = Path("/dev/net/tun")
+TUN_MAJOR, TUN_MINOR = 10, 200
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+NO_NIC_HINT = "or run the VM without a NIC: -e VIRTAINER_NETWORK=none"
+
+
+class ContainerSetupError(VirtainerError):
+    """The container lacks a capability or device the VM needs; the message names the flag."""
+
+    exit_code = EXIT_CONFIG
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    effective: int
+
+    @classmethod
+    def current(cls, status: Path = Path("/proc/self/status")) -> Capabilities:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return cls(int(line.split()[1], 16))
+        return cls(0)
+
+    def has(self, capability: int) -> bool:
+        return bool(self.effective >> capability & 1)
+
+
+def ensure_tun_device(caps: Capabilities, device: Path = TUN_DEVICE) -> None:
+    """libvirt opens /dev/net/tun for the guest's NIC. Docker's default device rules allow the
+    character device 10:200, so creating the node is enough (no --device needed)."""
+    if device.exists():
+        if not stat.S_ISCHR(device.stat().st_mode):
+            raise ContainerSetupError(f"{device} is not a character device", hint="--device /dev/net/tun")
+        return
+    problem = "CAP_MKNOD is missing"
+    if caps.has(CAP_MKNOD):
+        try:
+            device.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(TUN_MAJOR, TUN_MINOR))
+            return
+        except OSError as error:
+            problem = error.strerror or str(error)
+    raise ContainerSetupError(
+        f"the VM's network needs {device} and it cannot be created ({problem}): "
+        f"add --device /dev/net/tun, {NO_NIC_HINT}"
+    )
+
+
+def proc_sys_writable(path: Path = IP_FORWARD) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def ensure_proc_sys_writable(caps: Capabilities) -> None:
+    """libvirt's network driver writes ip_forward even when it is already 1; Docker mounts
+    /proc/sys read-only unless --privileged or systempaths=unconfined. With CAP_SYS_ADMIN the
+    mount can be made writable again (it is this container's own network namespace)."""
+    if proc_sys_writable():
+        return
+    if caps.has(CAP_SYS_ADMIN):
+        done = subprocess.run(
+            ["mount", "-o", "remount,rw,bind", "/proc/sys"], capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0 and proc_sys_writable():
+            return
+    raise ContainerSetupError(
+        "the VM's network needs a writable /proc/sys (Docker mounts it read-only): add "
+        f"--cap-add SYS_ADMIN (or --security-opt systempaths=unconfined, or --privileged), {NO_NIC_HINT}"
+    )
+
+
+def check_network_capabilities(caps: Capabilities) -> None:
+    """NAT network for the guest: bridge, tap, iptables and forwarding."""
+    if not caps.has(CAP_NET_ADMIN):
+        raise ContainerSetupError(
+            "the VM's network needs the NET_ADMIN capability: add --cap-add NET_ADMIN "
+            f"(--privileged includes it), {NO_NIC_HINT}"
+        )
+    ensure_tun_device(caps)
+    ensure_proc_sys_writable(caps)
