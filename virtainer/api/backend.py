@@ -1,0 +1,217 @@
+"""What the routes call: blocking core calls in a thread pool, one operation per VM at a time.
+
+- Every libvirt call runs in a dedicated thread pool, never on the event loop.
+- `OperationGuard` admits one mutating operation per VM; a second one gets ConflictError (409)
+  at once, naming the one in progress. It is thread-safe, so the container controller can hold
+  it too (e.g. around `docker stop`), and it tells the controller which power-offs were asked for.
+- GET results are cached for a fraction of a second with single-flight loading: 200 clients
+  polling one VM cost one libvirt round trip, not 200. Operations and libvirt lifecycle events
+  drop the cached entry, so a status read after an operation returns is never stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from virtainer.api import actions, models
+from virtainer.api.events import EventHub
+from virtainer.api.settings import ApiSettings
+from virtainer.errors import ConflictError, NotFoundError, VirtainerError
+from virtainer.hypervisor import Hypervisor
+from virtainer.readiness import Readiness, StageRecord, wait_until_ready
+
+T = TypeVar("T")
+log = logging.getLogger("virtainer.api")
+
+
+class OperationGuard:
+    """At most one mutating operation per VM; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, float]] = {}
+
+    def current(self, vm: str) -> str | None:
+        with self._lock:
+            entry = self._running.get(vm)
+        return entry[0] if entry else None
+
+    @contextlib.contextmanager
+    def hold(self, vm: str, operation: str) -> Iterator[None]:
+        with self._lock:
+            if vm in self._running:
+                other, since = self._running[vm]
+                raise ConflictError(
+                    f"VM '{vm}' is busy: {other} in progress for {time.monotonic() - since:.1f} s",
+                    hint="retry when it has finished",
+                )
+            self._running[vm] = (operation, time.monotonic())
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.pop(vm, None)
+
+
+class Backend:
+    def __init__(self, settings: ApiSettings, events: EventHub) -> None:
+        self.settings = settings
+        self.events = events
+        self.guard = OperationGuard()
+        self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="virtainer-api")
+        self._hv: Hypervisor | None = None
+        self._hv_lock = threading.Lock()
+        self._watch: int | None = None
+        self._cache: dict[str, tuple[float, models.VmPublic]] = {}
+        self._loading: dict[str, asyncio.Future[models.VmPublic]] = {}
+        self._readiness_stop = threading.Event()
+
+    # -- libvirt connection --------------------------------------------------------------------
+
+    def hypervisor(self) -> Hypervisor:
+        """The shared connection, reopened when libvirtd went away. Call from worker threads."""
+        with self._hv_lock:
+            if self._hv is None or not self._hv.alive():
+                if self._hv is not None:
+                    self._hv.close()
+                self._hv = Hypervisor(self.settings.libvirt_uri)
+                self._watch = self._hv.watch_lifecycle(self._on_lifecycle)
+            return self._hv
+
+    def libvirt_alive(self) -> bool:
+        hv = self._hv
+        return hv is not None and hv.alive()
+
+    def _on_lifecycle(self, vm: str, event: str, detail: str) -> None:
+        self._cache.pop(vm, None)
+        self.events.publish("lifecycle", vm, event=event, detail=detail)
+
+    async def run(self, call: Callable[..., T], *args: Any) -> T:
+        """call(hypervisor, *args) on the thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: call(self.hypervisor(), *args))
+
+    def close(self) -> None:
+        self._readiness_stop.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._hv_lock:
+            if self._hv is not None:
+                if self._watch is not None:
+                    self._hv.unwatch(self._watch)
+                self._hv.close()
+                self._hv = None
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def check_visible(self, vm: str) -> None:
+        if self.settings.vms and vm not in self.settings.vms:
+            raise NotFoundError(f"no VM named '{vm}'")
+
+    async def names(self) -> list[str]:
+        if self.settings.vms:
+            return list(self.settings.vms)
+        return await self.run(lambda hv: hv.list_names())
+
+    async def status(self, vm: str) -> models.VmPublic:
+        self.check_visible(vm)
+        cached = self._cache.get(vm)
+        if cached and time.monotonic() - cached[0] < self.settings.status_ttl_s:
+            return _with_operation(cached[1], self.guard.current(vm))
+        loading = self._loading.get(vm)
+        if loading is None:  # single flight: concurrent readers share one libvirt round trip
+            loading = asyncio.ensure_future(self._load_status(vm))
+            self._loading[vm] = loading
+            loading.add_done_callback(lambda _f: self._loading.pop(vm, None))
+        status = await asyncio.shield(loading)
+        return _with_operation(status, self.guard.current(vm))
+
+    async def _load_status(self, vm: str) -> models.VmPublic:
+        status = await self.run(actions.vm_status, vm)
+        self._cache[vm] = (time.monotonic(), status)
+        return status
+
+    async def statuses(self) -> list[models.VmPublic]:
+        result = []
+        for vm in await self.names():
+            with contextlib.suppress(NotFoundError):  # undefined meanwhile
+                result.append(await self.status(vm))
+        return result
+
+    # -- operations ----------------------------------------------------------------------------
+
+    async def operate(self, vm: str, operation: str, call: Callable[..., T], *args: Any) -> T:
+        """Run one mutating operation under the VM's guard, and tell subscribers about it."""
+        self.check_visible(vm)
+        with self.guard.hold(vm, operation):
+            self.events.publish("operation", vm, operation=operation, phase="started")
+            try:
+                result = await self.run(call, vm, *args)
+            except VirtainerError as error:
+                failed = {"operation": operation, "phase": "failed", "error": error.message}
+                self.events.publish("operation", vm, **failed)
+                raise
+            finally:
+                self._cache.pop(vm, None)
+        self.events.publish("operation", vm, operation=operation, phase="done")
+        return result
+
+    async def watch_readiness_files(self, interval_s: float = 1.0) -> None:
+        """Publish the stages another process records (the container controller's boot wait).
+
+        Only for the VMs this server is limited to: on a host serving every domain, stages are
+        published by the starts it performs itself (track_readiness).
+        """
+        seen: dict[str, set[tuple[str, float]]] = {}
+        while True:
+            for vm in self.settings.vms:
+                with contextlib.suppress(VirtainerError, OSError):
+                    for stage in await self.run(_recorded_stages, vm):
+                        if (stage.stage, stage.at) not in seen.setdefault(vm, set()):
+                            seen[vm].add((stage.stage, stage.at))
+                            self._cache.pop(vm, None)
+                            details = {"stage": stage.stage, "elapsed_s": stage.elapsed_s}
+                            self.events.publish("readiness", vm, **details, detail=stage.detail)
+            await asyncio.sleep(interval_s)
+
+    def track_readiness(self, vm: str) -> None:
+        """After a start: record readiness stages (readiness.json) and publish them as events."""
+        self._executor.submit(self._wait_ready, vm)
+
+    def _wait_ready(self, vm: str) -> None:
+        try:
+            hv = self.hypervisor()
+            state_dir = hv.metadata(vm).get("state-dir")
+            readiness = Readiness(time.time(), actions.wanted_stages(hv, vm))  # type: ignore[arg-type]
+            record = Path(state_dir) / "readiness.json" if state_dir else None
+
+            def on_stage(stage: StageRecord) -> None:
+                if record is not None:
+                    record.write_text(readiness.to_json())
+                self._cache.pop(vm, None)
+                details = {"stage": stage.stage, "elapsed_s": stage.elapsed_s, "detail": stage.detail}
+                self.events.publish("readiness", vm, **details)
+
+            if record is not None:
+                record.write_text(readiness.to_json())
+            stop = self._readiness_stop
+            wait_until_ready(hv, vm, readiness, timeout_s=600, on_stage=on_stage, stop=stop)
+        except (VirtainerError, OSError) as error:  # the VM stopped or never got ready
+            log.info("readiness of %s: %s", vm, error)
+
+
+def _with_operation(status: models.VmPublic, operation: str | None) -> models.VmPublic:
+    return status if status.operation == operation else status.model_copy(update={"operation": operation})
+
+
+def _recorded_stages(hv: Hypervisor, vm: str) -> list[StageRecord]:
+    state_dir = hv.metadata(vm).get("state-dir") if hv.exists(vm) else None
+    readiness = Readiness.load(Path(state_dir) / "readiness.json") if state_dir else None
+    return readiness.records() if readiness else []

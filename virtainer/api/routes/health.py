@@ -1,0 +1,39 @@
+"""/healthz (the controller is alive) and /readyz (the VM is ready), for health checks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from virtainer.api.deps import BackendDep
+from virtainer.api.errors import responses
+from virtainer.api.models import Health, Ready
+from virtainer.errors import NotFoundError, VirtainerError
+
+router = APIRouter(tags=["health"])
+
+
+class NotReady(VirtainerError):
+    http_status = 503
+
+
+@router.get("/healthz", summary="The API process is alive")
+async def healthz(backend: BackendDep) -> Health:
+    return Health(status="ok", libvirt=await backend.run(lambda hv: hv.alive()))
+
+
+@router.get(
+    "/readyz", summary="The VM is running and every readiness stage it waits for is reached", responses=responses(503)
+)
+async def readyz(backend: BackendDep) -> Ready:
+    vm = backend.settings.readiness_vm
+    if vm is None:  # no VM of its own (`virtainer serve` on a host): ready when libvirt answers
+        await backend.names()
+        return Ready(ready=True, vm=None, stages=[])
+    try:
+        status = await backend.status(vm)
+    except NotFoundError:
+        raise NotReady(f"VM '{vm}' is not defined yet") from None
+    if not status.readiness.ready:
+        missing = [s for s in status.readiness.wanted if s not in {r.stage for r in status.readiness.stages}]
+        raise NotReady(f"VM '{vm}' is {status.state}; waiting for: {', '.join(missing) or 'running'}")
+    return Ready(ready=True, vm=vm, stages=status.readiness.stages)
