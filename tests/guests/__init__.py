@@ -10,7 +10,7 @@ Two guests (see README.md in this folder):
 Cache: ``cache_root()/<kind>-<key16>/`` where the key is a sha256 over :data:`BUILD_VERSION`, the
 build script and every file of its inputs. A build runs in a temporary sibling directory that is
 renamed into place only when complete, under an ``fcntl`` lock so that concurrent test processes
-build once. Outputs are world-readable (dirs 755, files 644) for libvirt's qemu user.
+build once. Outputs are world-readable and read-only (dirs 755, files 444) for libvirt's qemu.
 """
 
 from __future__ import annotations
@@ -139,13 +139,18 @@ def _complete(out: Path, outputs: Iterable[str]) -> bool:
 
 
 def _make_readable(top: Path) -> None:
-    """dirs 755, files 644: libvirt's qemu process (another uid) must read the images."""
+    """dirs 755, files 444.
+
+    libvirt's qemu runs as another uid (libvirt-qemu) and must read the images. With
+    dynamic_ownership libvirt chowns read-only backing files and kernels to that user and never
+    chowns them back: without a write bit even for the owner, qemu still cannot modify them.
+    """
     top.chmod(0o755)
     for dirpath, dirnames, filenames in os.walk(top):
         for d in dirnames:
             Path(dirpath, d).chmod(0o755)
         for f in filenames:
-            Path(dirpath, f).chmod(0o644)
+            Path(dirpath, f).chmod(0o444)
 
 
 def _warn_untraversable(path: Path) -> None:

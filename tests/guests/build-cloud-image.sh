@@ -10,7 +10,9 @@
 # Host prerequisites (Debian 12, run as root):
 #   apt-get install -y --no-install-recommends mmdebstrap e2fsprogs fdisk grub-pc-bin qemu-utils
 # Env knobs: SOURCES (apt sources file; default the host's), SIZE_MB (2048),
-#            COMPRESS=1 (qemu-img convert -c), EXTRA_PKGS=pkg1,pkg2
+#            COMPRESS=0 (default 1: compressed qcow2, ~150 MiB instead of ~380 MiB, +8 s build;
+#            no measurable boot slowdown under TCG, guests write to overlays anyway),
+#            EXTRA_PKGS=pkg1,pkg2
 # Used by tests/guests/__init__.py (cached by a hash of this file): edit here => rebuild.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -117,7 +119,8 @@ dd if=/usr/lib/grub/i386-pc/boot.img of="$RAW" bs=440 count=1 conv=notrunc statu
 dd if="$W/core.img" of="$RAW" bs=512 seek=1 conv=notrunc status=none
 
 # ---- 5. qcow2 --------------------------------------------------------------------------------
-qemu-img convert -f raw -O qcow2 ${COMPRESS:+-c} "$RAW" "$W/base.qcow2"
+C=(); [ "${COMPRESS:-1}" = 0 ] || C=(-c -m 8 -W)  # -m/-W: compress on both cores
+qemu-img convert -f raw -O qcow2 "${C[@]}" "$RAW" "$W/base.qcow2"
 chmod 644 "$W/base.qcow2"
 mv "$W/base.qcow2" "$OUTDIR/base.qcow2"
 T2=$(date +%s)
