@@ -25,6 +25,7 @@ from rich.table import Table
 
 from virtainer import machine
 from virtainer.accel import choose_accelerator
+from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.errors import EXIT_OK, EXIT_RUNTIME, VirtainerError
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.readiness import StageRecord
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     undefine = commands.add_parser("undefine", help="forget a stopped VM (its disks are kept)")
     undefine.add_argument("name", nargs="?", default="vm")
+    COMMANDS.update(add_api_commands(commands))  # serve, start|stop|reboot, snapshot (REST API issue)
     return parser
 
 

@@ -59,7 +59,7 @@ def stop(hv: Hypervisor, name: str, timeout_s: float) -> models.OperationResult:
 def reboot(hv: Hypervisor, name: str) -> models.OperationResult:
     started = time.monotonic()
     require_running(hv, name, "reboot")
-    method = "agent" if _agent_answers(hv, name) else "acpi"
+    method = "agent" if machine._agent_answers(hv, name) else "acpi"  # same probe as stop
     try:
         hv.reboot(name, agent=method == "agent")
     except HypervisorError:
@@ -75,14 +75,6 @@ def destroy(hv: Hypervisor, name: str) -> models.OperationResult:
     require_running(hv, name, "destroy")
     machine.destroy(hv, name)
     return _result(hv, name, "destroy", started).model_copy(update={"method": "destroy"})
-
-
-def _agent_answers(hv: Hypervisor, name: str) -> bool:
-    try:
-        hv.agent_command(name, {"execute": "guest-ping"}, timeout_s=2)
-    except HypervisorError:
-        return False
-    return True
 
 
 def _result(hv: Hypervisor, name: str, operation: str, started: float) -> models.OperationResult:

@@ -1,0 +1,135 @@
+"""CLI commands of the API issue: `serve`, `start|stop|reboot`, `snapshot create|list|revert|delete`.
+
+The power and snapshot commands work on local libvirt, or on a running API when `--api URL` (or
+VIRTAINER_API_URL) is given, with `--token` (or VIRTAINER_API_TOKEN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from virtainer.api import models
+from virtainer.api.client import LocalClient, RemoteClient, VmClient
+from virtainer.errors import EXIT_OK
+from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
+    """Add the subcommands to the `virtainer` parser; returns their handlers by name."""
+    serve = commands.add_parser("serve", help="serve the REST API (uvicorn)")
+    serve.add_argument("--listen", help="address to listen on (default 127.0.0.1; env VIRTAINER_API_LISTEN)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8470; env VIRTAINER_API_PORT)")
+    serve.add_argument("--token-file", type=Path, help="where a generated token is kept (0600)")
+    serve.add_argument("--vm", action="append", dest="vms", help="serve only this VM (repeatable)")
+
+    for name, text in (("start", "start a stopped VM"), ("reboot", "reboot a running VM")):
+        _vm_command(commands.add_parser(name, help=text))
+    stop = _vm_command(commands.add_parser("stop", help="graceful stop; destroyed after --timeout"))
+    stop.add_argument("--timeout", type=float, default=60.0, help="seconds before destroy (default 60)")
+
+    snapshot = commands.add_parser("snapshot", help="create, list, revert or delete snapshots")
+    actions = snapshot.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    create = _vm_command(actions.add_parser("create", help="take a snapshot"))
+    create.add_argument("--name", dest="snapshot", help="snapshot name (default snap-<UTC time>)")
+    create.add_argument("--memory", action="store_true", help="include memory (running VM)")
+    create.add_argument("--description", default="", help="free text kept with the snapshot")
+    _vm_command(actions.add_parser("list", help="list snapshots"))
+    for name in ("revert", "delete"):
+        _vm_command(actions.add_parser(name, help=f"{name} a snapshot")).add_argument("snapshot")
+    return {"serve": cmd_serve, "start": cmd_power, "stop": cmd_power, "reboot": cmd_power, "snapshot": cmd_snapshot}
+
+
+def _vm_command(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("name", nargs="?", default="vm", help="VM name (default vm)")
+    parser.add_argument("--api", default=os.environ.get("VIRTAINER_API_URL"), help="API URL (env VIRTAINER_API_URL)")
+    parser.add_argument("--token", default=os.environ.get("VIRTAINER_API_TOKEN"), help="env VIRTAINER_API_TOKEN")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from virtainer.api.server import main  # FastAPI and uvicorn only when serving
+    from virtainer.api.settings import ApiSettings
+
+    overrides = {"listen": args.listen, "port": args.port, "token_file": args.token_file, "libvirt_uri": args.connect}
+    settings = ApiSettings.from_env(**overrides, vms=tuple(args.vms) if args.vms else None)
+    sys.stderr.write(f"virtainer api: serving on http://{settings.listen}:{settings.port} (docs at /docs)\n")
+    return main(settings)
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace) -> Iterator[VmClient]:
+    if args.api:
+        remote = RemoteClient(args.api, args.token)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    with Hypervisor(args.connect or DEFAULT_URI) as hv:
+        yield LocalClient(hv)
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.command == "start":
+            result = client.start(args.name)
+        elif args.command == "stop":
+            result = client.stop(args.name, args.timeout)
+        else:
+            result = client.reboot(args.name)
+    _print(args, result, _describe_operation(result))
+    return EXIT_OK if result.graceful is not False else 3  # a forced stop: exit 3, like `down`
+
+
+def _describe_operation(result: models.OperationResult) -> str:
+    how = f" ({result.method})" if result.method else ""
+    forced = ", forced after the timeout" if result.graceful is False else ""
+    return f"VM '{result.vm}': {result.operation} done{how}{forced} in {result.elapsed_s:.1f} s; now {result.state}"
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        action = args.snapshot_command
+        if action == "create":
+            kind = "memory" if args.memory else "disk"
+            request = models.SnapshotCreate(name=args.snapshot, kind=kind, description=args.description)
+            created = client.create_snapshot(args.name, request)
+            _print(args, created, f"snapshot '{created.name}' ({created.kind}) of VM '{args.name}' created")
+        elif action == "list":
+            found = client.list_snapshots(args.name)
+            _print_list(args, found)
+        elif action == "revert":
+            reverted = client.revert_snapshot(args.name, args.snapshot)
+            text = f"VM '{args.name}' reverted to '{args.snapshot}' in {reverted.elapsed_s:.1f} s; now {reverted.state}"
+            _print(args, reverted, text)
+        else:
+            client.delete_snapshot(args.name, args.snapshot)
+            sys.stdout.write(f"snapshot '{args.snapshot}' of VM '{args.name}' deleted\n")
+    return EXIT_OK
+
+
+def _print(args: argparse.Namespace, model: BaseModel, text: str) -> None:
+    sys.stdout.write((model.model_dump_json(indent=2) if args.json else text) + "\n")
+
+
+def _print_list(args: argparse.Namespace, found: list[models.SnapshotPublic]) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps([item.model_dump() for item in found], indent=2) + "\n")
+        return
+    from datetime import UTC, datetime
+
+    for item in found:
+        when = datetime.fromtimestamp(item.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        mark = "*" if item.current else " "
+        sys.stdout.write(f"{mark} {item.name:24} {item.kind:6} {when}  {item.description}\n")
