@@ -79,7 +79,7 @@ stage_context() { # stage_context DIR: the build context, nothing but what the i
   cp "$REPO"/container/Dockerfile "$REPO"/container/entrypoint.py "$REPO"/container/qemu.conf \
     "$REPO"/container/healthcheck.sh "$REPO"/container/fetch-image.py "$dir/"
   (cd "$REPO" && find virtainer -name __pycache__ -prune -o -type f \( -name '*.py' -o -name '*.j2' -o -name py.typed \) -print0 \
-    | cpio --quiet -0 -pdm "$dir")
+    | tar --null -T - -cf -) | tar -xf - -C "$dir"
 }
 
 build_variant() {

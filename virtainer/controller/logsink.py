@@ -74,6 +74,8 @@ class ContainerReporter:
 
     def progress(self, label: str, done: int, total: int | None) -> None:
         """A line every 5 s at most, and one at the end."""
+        if total is not None and total < 256 * 2**20:
+            return  # quick enough to need no progress lines
         now = time.monotonic()
         finished = total is not None and done >= total
         if not finished and now - self._progress_shown.get(label, 0.0) < 5.0:
@@ -91,10 +93,10 @@ class ConsoleMirror(threading.Thread):
         self.path = path
         self.sink = sink
         self.interval_s = interval_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive():
             self.join(timeout=2)
 
@@ -102,7 +104,7 @@ class ConsoleMirror(threading.Thread):
         stream = None
         inode = None
         while True:
-            stopping = self._stop.is_set()
+            stopping = self._stopping.is_set()
             if stream is None:
                 try:
                     stream = self.path.open("rb")
@@ -122,6 +124,6 @@ class ConsoleMirror(threading.Thread):
                     continue
             if stopping:
                 break
-            self._stop.wait(self.interval_s)
+            self._stopping.wait(self.interval_s)
         if stream is not None:
             stream.close()
