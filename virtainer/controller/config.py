@@ -73,11 +73,16 @@ def container_settings(
         defaults["image_dir"] = RawValue(str(DEFAULT_IMAGE_DIR), "IMAGE_DIR (default)")
     files: RawSettings = {}
     for key, path in mounted.items():
+        origin = f"{path} (mounted file)"
+        if path.is_dir():
+            raise ConfigError(
+                origin,
+                str(path),
+                "a file, but this is a directory (Docker makes one when the host path given to -v does not exist)",
+            )
         if path.exists() or path.is_symlink():
-            # a directory here usually means `-v host-path:...` named a file that does not exist
-            # on the host (Docker then creates a directory): the setting's parser says so
             value: object = [str(path)] if key == "ssh_keys" else str(path)
-            files[key] = RawValue(value, f"{path} (mounted file)")
+            files[key] = RawValue(value, origin)
     return merge_settings(defaults, files, env)
 
 

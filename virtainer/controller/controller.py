@@ -33,10 +33,18 @@ from virtainer.controller.daemons import Daemon, connect_when_ready, libvirtd
 from virtainer.controller.health import ReadyFile
 from virtainer.controller.logsink import ConsoleMirror, ContainerReporter, LogSink
 from virtainer.domain import default_mac
-from virtainer.errors import EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, HypervisorError, VirtainerError, WaitTimeout
+from virtainer.errors import (
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_TIMEOUT,
+    ConfigError,
+    HypervisorError,
+    VirtainerError,
+    WaitTimeout,
+)
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
-from virtainer.spec import HostFacts, VmSpec, resolve_spec
+from virtainer.spec import HostFacts, RawSettings, VmSpec, resolve_spec
 from virtainer.storage import DiffLock, require_image
 
 MONITOR_INTERVAL_S = 1.0
@@ -59,6 +67,7 @@ class Controller:
         self.config = config or controller_config(environ)
         self.ready_file = ReadyFile(self.config.ready_file)
         self.stop_requested = threading.Event()
+        self.raw: RawSettings = {}
         self.spec: VmSpec | None = None
         self.daemon: Daemon | None = None
         self.hv: Hypervisor | None = None
@@ -93,7 +102,7 @@ class Controller:
         self.daemon = libvirtd(self.config.libvirtd_log)
         self.daemon.start()
         # while libvirtd starts: everything that can refuse the start, still without writing
-        plan = machine.plan_up(spec, None, self.reporter)
+        plan = self._plan(spec)
         self.lock = DiffLock(spec.diff_path)
         self.lock.acquire()
         self.hv = connect_when_ready(self.daemon, self.config.uri, self.config.libvirtd_start_timeout_s)
@@ -112,8 +121,18 @@ class Controller:
         threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
         return self._supervise()
 
+    def _plan(self, spec: VmSpec) -> machine.Plan:
+        try:
+            return machine.plan_up(spec, None, self.reporter)
+        except ConfigError as error:
+            # the seed builder names its input (user_data); a container user knows the file
+            origin = self.raw.get(error.setting)
+            if origin is None:
+                raise
+            raise ConfigError(origin.origin, error.value, error.accepted) from None
+
     def _resolve_spec(self) -> VmSpec:
-        raw = container_settings(self.environ, baked=self.baked)
+        raw = self.raw = container_settings(self.environ, baked=self.baked)
         spec = resolve_spec(raw, HostFacts.probe())
         require_image(spec.image)
         net = spec.network
