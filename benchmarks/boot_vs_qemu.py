@@ -118,9 +118,9 @@ def virtainer_up(work: Path, base: Path, key: Path, vcpus: int, memory: int, mac
     return Run("virtainer up", ssh_s, float(match.group(1)) if match else None)
 
 
-def seed_iso(work: Path, key: Path) -> Path:
+def seed_iso(work: Path, public_key: Path) -> Path:
     request = SeedRequest(
-        hostname="bench", default_user="debian", ssh_authorized_keys=(key.with_suffix(".pub").read_text().strip(),)
+        hostname="bench", default_user="debian", ssh_authorized_keys=(public_key.read_text().strip(),)
     )
     path = work / "seed.iso"
     write_seed_iso(build_seed(request), path)
@@ -143,7 +143,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="virtainer-bench-", dir="/var/tmp"))
     os.chmod(work, 0o755)
     key = make_key(work)
-    seed = seed_iso(work, key)
+    seed = seed_iso(work, key.public)
     runs: list[Run] = []
     try:
         for round_index in range(args.rounds):
