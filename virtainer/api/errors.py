@@ -47,6 +47,9 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def error_code(error: errors.VirtainerError) -> str:
+    own = getattr(error, "api_code", None)  # an API-level error may name its own code
+    if isinstance(own, str):
+        return own
     for kind, code in _CODES:
         if isinstance(error, kind):
             return code

@@ -14,6 +14,7 @@ router = APIRouter(tags=["health"])
 
 class NotReady(VirtainerError):
     http_status = 503
+    api_code = "not_ready"
 
 
 @router.get("/healthz", summary="The API process is alive")
