@@ -80,6 +80,8 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
+    if error.status_code == 400:  # an unparsable body is invalid input, like any other (422)
+        return error_response(422, "invalid_input", f"body: {error.detail}")
     code = _HTTP_CODES.get(error.status_code, "http_error")
     return error_response(error.status_code, code, str(error.detail))
 
