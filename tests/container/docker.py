@@ -18,10 +18,13 @@ BUILD_SCRIPT = ROOT / "scripts" / "build-images.sh"
 NETWORK_CAPS = ("NET_ADMIN", "SYS_ADMIN")  # what a VM with a NIC needs where --privileged cannot start
 
 
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+def docker(
+    *args: str, timeout: float = 120, check: bool = True, engine: str = "docker"
+) -> subprocess.CompletedProcess[str]:
+    """Run the engine's CLI (docker, or podman: same commands)."""
+    done = subprocess.run([engine, *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check and done.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        raise AssertionError(f"{engine} {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
 
 
@@ -56,15 +59,16 @@ def unique(prefix: str) -> str:
 class Container:
     name: str
     started_at: float = field(default_factory=time.monotonic)  # just before `docker run`
+    engine: str = "docker"
 
     def logs(self) -> str:
         done = subprocess.run(
-            ["docker", "logs", self.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False
+            [self.engine, "logs", self.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False
         )
         return done.stdout.decode(errors="replace")
 
     def inspect(self, template: str) -> str:
-        return docker("inspect", "-f", template, self.name).stdout.strip()
+        return docker("inspect", "-f", template, self.name, engine=self.engine).stdout.strip()
 
     @property
     def ip(self) -> str:
@@ -84,7 +88,7 @@ class Container:
         return int(self.inspect("{{.State.ExitCode}}"))
 
     def exec(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return docker("exec", self.name, *command, timeout=timeout, check=False)
+        return docker("exec", self.name, *command, timeout=timeout, check=False, engine=self.engine)
 
     def wait_log(self, pattern: str, timeout_s: float) -> re.Match[str]:
         regex = re.compile(pattern)
@@ -111,7 +115,7 @@ class Container:
 
     def stop(self, timeout_s: int = 60) -> float:
         started = time.monotonic()
-        docker("stop", "-t", str(timeout_s), self.name, timeout=timeout_s + 60)
+        docker("stop", "-t", str(timeout_s), self.name, timeout=timeout_s + 60, engine=self.engine)
         return time.monotonic() - started
 
     def wait_exit(self, timeout_s: float) -> int:
@@ -119,7 +123,7 @@ class Container:
         return self.exit_code()
 
     def remove(self) -> None:
-        docker("rm", "-f", "-v", self.name, check=False)
+        docker("rm", "-f", "-v", self.name, check=False, engine=self.engine)
 
 
 def run_args(
@@ -143,17 +147,20 @@ def run_args(
     return [*args, *extra, image]
 
 
-def start(image: str, prefix: str, **options: object) -> Container:
+def start(image: str, prefix: str, engine: str = "docker", **options: object) -> Container:
     name = unique(prefix)
-    container = Container(name)
-    docker("run", "-d", "--name", name, *run_args(image, **options))  # type: ignore[arg-type]
+    container = Container(name, engine=engine)
+    docker("run", "-d", "--name", name, *run_args(image, **options), engine=engine)  # type: ignore[arg-type]
     return container
 
 
-def run_to_end(image: str, *, timeout: float = 120, **options: object) -> subprocess.CompletedProcess[str]:
+def run_to_end(
+    image: str, *, timeout: float = 120, engine: str = "docker", **options: object
+) -> subprocess.CompletedProcess[str]:
     """`docker run --rm` in the foreground: stdout and stderr kept apart."""
     name = unique("fg")
+    args = run_args(image, **options)  # type: ignore[arg-type]
     try:
-        return docker("run", "--rm", "--name", name, *run_args(image, **options), timeout=timeout, check=False)  # type: ignore[arg-type]
+        return docker("run", "--rm", "--name", name, *args, timeout=timeout, check=False, engine=engine)
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", name, check=False, engine=engine)

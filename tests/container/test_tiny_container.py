@@ -7,8 +7,6 @@ its tests run in file order and the last one stops it.
 from __future__ import annotations
 
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +15,10 @@ import pytest
 
 from tests.container.conftest import new_volume, tiny_options
 from tests.container.docker import NETWORK_CAPS, Container, run_to_end, start
+from tests.container.tiny import TINY_BANNER, banner, console_answer
 from tests.guests import TinyGuest
 
 pytestmark = pytest.mark.container
-
-TINY_BANNER = b"SSH-2.0-TINY-GUEST-LISTENER"
 
 
 @pytest.fixture(scope="module")
@@ -37,35 +34,6 @@ def tiny_vm(generic_image: str, tiny: TinyGuest, tiny_volume: Path) -> Iterator[
     container = start(generic_image, "tiny", caps=NETWORK_CAPS, **options)  # type: ignore[arg-type]
     yield container
     container.remove()
-
-
-def console_answer(container: Container, timeout_s: float = 30) -> None:
-    """`docker exec -it C virsh console vm` in a real pseudo-terminal gets a shell answer."""
-    session = pexpect.spawn(f"docker exec -it {container.name} virsh console vm", timeout=timeout_s)
-    try:
-        session.expect("Escape character")
-        # the guest's shell prompt may have been printed long ago: ask until it answers
-        deadline = time.monotonic() + timeout_s
-        while True:
-            session.sendline("echo ANSWER-$((6*7))")
-            try:
-                session.expect("ANSWER-42", timeout=3)
-                break
-            except pexpect.TIMEOUT:
-                assert time.monotonic() < deadline, "the guest's shell did not answer on the console"
-        session.sendcontrol("]")
-        session.expect(pexpect.EOF, timeout=10)
-    finally:
-        session.close(force=True)
-
-
-def banner(address: str, port: int = 22) -> bytes:
-    try:
-        with socket.create_connection((address, port), timeout=3) as connection:
-            connection.settimeout(3)
-            return connection.recv(64)
-    except OSError:
-        return b""
 
 
 def test_serial_console_and_stages_in_docker_logs(tiny_vm: Container) -> None:
