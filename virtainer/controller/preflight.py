@@ -18,6 +18,7 @@ from virtainer.errors import EXIT_CONFIG, VirtainerError
 
 CAP_MKNOD = 27
 CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
 CAP_SYS_ADMIN = 21
 TUN_DEVICE = Path("/dev/net/tun")
 TUN_MAJOR, TUN_MINOR = 10, 200
@@ -96,6 +97,11 @@ def check_network_capabilities(caps: Capabilities) -> None:
         raise ContainerSetupError(
             "the VM's network needs the NET_ADMIN capability: add --cap-add NET_ADMIN "
             f"(--privileged includes it), {NO_NIC_HINT}"
+        )
+    if not caps.has(CAP_NET_RAW):
+        raise ContainerSetupError(
+            "the VM's network needs the NET_RAW capability (DHCP for the guest): add --cap-add NET_RAW "
+            f"(Docker grants it by default, Podman does not), {NO_NIC_HINT}"
         )
     ensure_tun_device(caps)
     ensure_proc_sys_writable(caps)
