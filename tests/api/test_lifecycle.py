@@ -147,6 +147,7 @@ def test_cli_mirror_against_the_api_and_local_libvirt(api: ApiServer, tiny_vm: T
     assert cli("snapshot", "delete", tiny_vm.name, "from-cli", "--api", api.url, "--token", "wrong").returncode == 1
     assert cli("snapshot", "delete", tiny_vm.name, "from-cli").returncode == 0  # local
     assert "from-cli" not in cli("snapshot", "list", tiny_vm.name, *remote).stdout
+    wait_until(tiny_vm.booted, 60, "the guest to finish booting (acpid up)")
     assert cli("stop", tiny_vm.name, *remote).returncode == 0
     started = cli("start", tiny_vm.name)
     assert started.returncode == 0 and "now running" in started.stdout

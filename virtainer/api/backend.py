@@ -71,6 +71,7 @@ class Backend:
         self._hv_lock = threading.Lock()
         self._watch: int | None = None
         self._cache: dict[str, tuple[float, models.VmPublic]] = {}
+        self._encoded: dict[str, tuple[models.VmPublic, bytes]] = {}
         self._loading: dict[str, asyncio.Future[models.VmPublic]] = {}
         self._readiness_stop = threading.Event()
 
@@ -136,7 +137,18 @@ class Backend:
     async def _load_status(self, vm: str) -> models.VmPublic:
         status = await self.run(actions.vm_status, vm)
         self._cache[vm] = (time.monotonic(), status)
+        self._encoded.pop(vm, None)
         return status
+
+    async def status_json(self, vm: str) -> bytes:
+        """The status as JSON bytes, encoded once per cached status: the polling fast path."""
+        status = await self.status(vm)
+        encoded = self._encoded.get(vm)
+        if encoded is None or encoded[0] is not status:
+            encoded = (status, status.model_dump_json().encode())
+            if status.operation is None:  # the cached object itself; with an operation it is a copy
+                self._encoded[vm] = encoded
+        return encoded[1]
 
     async def statuses(self) -> list[models.VmPublic]:
         result = []

@@ -27,7 +27,7 @@ class ApiSettings(BaseModel):
     vms: tuple[str, ...] = ()  # serve only these VMs (the container: its one VM); () = all
     ready_vm: str | None = None  # what /readyz checks; default: the only VM of `vms`
     stop_timeout_s: float = Field(60.0, gt=0, le=3600)
-    status_ttl_s: float = Field(0.5, ge=0, le=60)  # GET results are reused this long at most
+    status_ttl_s: float = Field(1.0, ge=0, le=60)  # GET results are reused this long at most
     workers: int = Field(8, ge=2, le=64)  # threads for blocking libvirt calls
 
     @field_validator("token")
