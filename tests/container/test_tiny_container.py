@@ -14,7 +14,7 @@ import pexpect
 import pytest
 
 from tests.container.conftest import new_volume, tiny_options
-from tests.container.docker import NETWORK_CAPS, Container, run_to_end, start
+from tests.container.docker import NETWORK_CAPS, Container, docker, run_to_end, start
 from tests.container.tiny import TINY_BANNER, banner, console_answer
 from tests.guests import TinyGuest
 
@@ -138,3 +138,19 @@ def test_guest_disk_persists_across_containers(generic_image: str, tiny: TinyGue
             container.remove()
     assert (volume / "local_image.qcow2").is_file()
     assert (volume / "local_image.qcow2.base.json").is_file()
+
+
+def test_docker_restart_continues_the_vm(generic_image: str, tiny: TinyGuest, volume: Path) -> None:
+    """`docker restart` keeps the container's files but not its processes or network devices:
+    the controller starts from a clean libvirt runtime state and boots the same disk again."""
+    options = tiny_options(tiny, volume, VIRTAINER_WAIT_FOR="running,ip,ssh")
+    container = start(generic_image, "restart", caps=NETWORK_CAPS, **options)  # type: ignore[arg-type]
+    try:
+        container.wait_log(r"VM 'vm' is ready", timeout_s=120)
+        docker("restart", "-t", "30", container.name, timeout=90)
+        container.wait_log(r"GUEST-DISK-BOOTS=2\b", timeout_s=120)
+        container.wait_log(r"(?s)VM 'vm' is ready.*VM 'vm' is ready", timeout_s=120)
+        assert banner(container.ip).startswith(TINY_BANNER)
+        assert container.logs().count("the guest powered off (ACPI power button") == 1
+    finally:
+        container.remove()

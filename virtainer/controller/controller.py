@@ -29,7 +29,7 @@ from types import FrameType
 from virtainer import __version__, machine
 from virtainer.controller import network, preflight
 from virtainer.controller.config import BakedImage, ControllerConfig, container_settings, controller_config
-from virtainer.controller.daemons import Daemon, connect_when_ready, libvirtd
+from virtainer.controller.daemons import Daemon, clear_runtime_state, connect_when_ready, libvirtd
 from virtainer.controller.health import ReadyFile
 from virtainer.controller.logsink import ConsoleMirror, ContainerReporter, LogSink
 from virtainer.domain import default_mac
@@ -45,7 +45,7 @@ from virtainer.errors import (
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
 from virtainer.spec import HostFacts, RawSettings, VmSpec, resolve_spec
-from virtainer.storage import DiffLock, require_image
+from virtainer.storage import DiffLock, require_system_disk
 
 MONITOR_INTERVAL_S = 1.0
 OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
@@ -100,6 +100,7 @@ class Controller:
         spec = self.spec = self._resolve_spec()
         self._preflight(spec)
         self.daemon = libvirtd(self.config.libvirtd_log)
+        clear_runtime_state()
         self.daemon.start()
         # while libvirtd starts: everything that can refuse the start, still without writing
         plan = self._plan(spec)
@@ -134,7 +135,7 @@ class Controller:
     def _resolve_spec(self) -> VmSpec:
         raw = self.raw = container_settings(self.environ, baked=self.baked)
         spec = resolve_spec(raw, HostFacts.probe())
-        require_image(spec.image)
+        require_system_disk(spec)
         net = spec.network
         self.sink.line(
             f"VM '{spec.name}': {spec.vcpus} vCPU, {spec.memory_mib} MiB, image {spec.image.describe()}, "

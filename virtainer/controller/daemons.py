@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -70,6 +71,22 @@ class Daemon:
         except OSError:
             return ""
         return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+
+
+LIBVIRT_RUNTIME_DIR = Path("/run/libvirt")
+
+
+def clear_runtime_state(directory: Path = LIBVIRT_RUNTIME_DIR, leases: Path = Path("/var/lib/libvirt/dnsmasq")) -> None:
+    """Forget libvirt's runtime state from a previous life of this container (`docker restart`).
+
+    /run survives a restart in Docker; the processes, bridge and tap devices it describes do not.
+    Stale network status there makes libvirtd refuse the network's definition ("already exists
+    with uuid ..."), and old DHCP leases would report the guest's address before it has one.
+    Only for the first start: a libvirtd restarted while the VM runs needs both.
+    """
+    for path in (directory, leases):
+        if path.is_dir():
+            shutil.rmtree(path)
 
 
 def libvirtd(log_path: Path) -> Daemon:
