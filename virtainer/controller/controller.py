@@ -45,7 +45,7 @@ from virtainer.errors import (
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
 from virtainer.spec import HostFacts, RawSettings, VmSpec, resolve_spec
-from virtainer.storage import DiffLock, require_system_disk
+from virtainer.storage import DiffLock, require_image
 
 MONITOR_INTERVAL_S = 1.0
 OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
@@ -135,7 +135,7 @@ class Controller:
     def _resolve_spec(self) -> VmSpec:
         raw = self.raw = container_settings(self.environ, baked=self.baked)
         spec = resolve_spec(raw, HostFacts.probe())
-        require_system_disk(spec)
+        require_image(spec.image)
         net = spec.network
         self.sink.line(
             f"VM '{spec.name}': {spec.vcpus} vCPU, {spec.memory_mib} MiB, image {spec.image.describe()}, "
