@@ -38,6 +38,20 @@ class OperationGuard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, float]] = {}
+        self._off_on_request: set[str] = set()
+
+    def off_on_request(self, vm: str) -> bool:
+        """The VM is off because an operation asked for it (stop, destroy, a revert), or one is
+        in progress: a supervisor should not take that for the guest powering itself off."""
+        with self._lock:
+            return vm in self._running or vm in self._off_on_request
+
+    def record_state(self, vm: str, state: str) -> None:
+        with self._lock:
+            if state in ("shut-off", "crashed"):
+                self._off_on_request.add(vm)
+            else:
+                self._off_on_request.discard(vm)
 
     def current(self, vm: str) -> str | None:
         with self._lock:
@@ -172,6 +186,9 @@ class Backend:
                 raise
             finally:
                 self._cache.pop(vm, None)
+            state = getattr(result, "state", None)  # power operations and reverts say where they left it
+            if isinstance(state, str):
+                self.guard.record_state(vm, state)
         self.events.publish("operation", vm, operation=operation, phase="done")
         return result
 

@@ -1,0 +1,74 @@
+"""The API inside the virtainer container: the few calls the controller makes.
+
+    ports = controller_ports + container.reserved_ports(environ)   # never forwarded to the guest
+    api = container.start(environ, spec.name, sink.line)            # after machine.up
+    ... in supervision: if state is off and container.off_on_request(api, name): keep running
+    ... at the end: container.stop(api)
+
+Environment: VIRTAINER_API=0 turns it off; VIRTAINER_API_LISTEN (default 0.0.0.0 here),
+VIRTAINER_API_PORT (8470), VIRTAINER_API_TOKEN (else generated, printed once to the container
+log, kept 0600 in /var/lib/virtainer/api-token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from virtainer.api.settings import DEFAULT_PORT, ApiSettings
+from virtainer.errors import ConfigError, VirtainerError
+
+if TYPE_CHECKING:
+    from virtainer.api.server import ServerHandle
+
+CONTAINER_LISTEN = "0.0.0.0"  # reachable at the container's address (-p publishes it)
+
+
+def enabled(environ: Mapping[str, str]) -> bool:
+    text = environ.get("VIRTAINER_API", "1").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError("VIRTAINER_API", text, "1/true/yes/on or 0/false/no/off")
+
+
+def settings(environ: Mapping[str, str], vm: str) -> ApiSettings:
+    listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
+    return ApiSettings.from_env(environ, listen=listen, vms=(vm,))
+
+
+def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:
+    """The API's TCP port, to be left out of the guest's port forwarding."""
+    if not enabled(environ):
+        return ()
+    return (settings(environ, "vm").port or DEFAULT_PORT,)
+
+
+def start(environ: Mapping[str, str], vm: str, announce: Callable[[str], None]) -> ServerHandle | None:
+    """Serve the API for `vm` on a daemon thread. A VM without its API is still a VM: a failure
+    to start is announced, not fatal."""
+    if not enabled(environ):
+        return None
+    wanted = settings(environ, vm)
+    try:
+        from virtainer.api.server import run_in_thread  # FastAPI and uvicorn only when enabled
+    except ImportError as error:
+        announce(f"REST API unavailable ({error}); the VM runs without it")
+        return None
+    try:
+        handle = run_in_thread(wanted, announce=announce)
+    except VirtainerError as error:
+        announce(f"REST API not started: {error}")
+        return None
+    announce(f"REST API on {wanted.listen}:{handle.port} (docs at /docs)")
+    return handle
+
+
+def off_on_request(handle: ServerHandle | None, vm: str) -> bool:
+    return handle is not None and handle.guard.off_on_request(vm)
+
+
+def stop(handle: ServerHandle | None) -> None:
+    if handle is not None:
+        handle.stop()
