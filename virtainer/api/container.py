@@ -2,12 +2,13 @@
 
     ports = controller_ports + container.reserved_ports(environ)   # never forwarded to the guest
     api = container.start(environ, spec.name, sink.line)            # after machine.up
-    ... in supervision: if state is off and container.off_on_request(api, name): keep running
+    ... in supervision: if the VM is off and container.off_on_request(api, name): keep running
     ... at the end: container.stop(api)
 
 Environment: VIRTAINER_API=0 turns it off; VIRTAINER_API_LISTEN (default 0.0.0.0 here),
 VIRTAINER_API_PORT (8470), VIRTAINER_API_TOKEN (else generated, printed once to the container
-log, kept 0600 in /var/lib/virtainer/api-token).
+log, kept 0600 in /var/lib/virtainer/api-token). This module imports no third-party package at
+import time: an image without FastAPI still runs its VM, and says why it has no API.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from virtainer.api.settings import DEFAULT_PORT, ApiSettings
+from virtainer.api.defaults import DEFAULT_PORT
 from virtainer.errors import ConfigError, VirtainerError
 
 if TYPE_CHECKING:
@@ -33,16 +34,15 @@ def enabled(environ: Mapping[str, str]) -> bool:
     raise ConfigError("VIRTAINER_API", text, "1/true/yes/on or 0/false/no/off")
 
 
-def settings(environ: Mapping[str, str], vm: str) -> ApiSettings:
-    listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
-    return ApiSettings.from_env(environ, listen=listen, vms=(vm,))
-
-
 def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:
-    """The API's TCP port, to be left out of the guest's port forwarding."""
+    """The API's TCP port, left out of the guest's port forwarding. Validates the setting, so a
+    bad value stops the container before anything is written."""
     if not enabled(environ):
         return ()
-    return (settings(environ, "vm").port or DEFAULT_PORT,)
+    text = environ.get("VIRTAINER_API_PORT", str(DEFAULT_PORT)).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigError("VIRTAINER_API_PORT", text, "a TCP port from 1 to 65535")
+    return (int(text),)
 
 
 def start(environ: Mapping[str, str], vm: str, announce: Callable[[str], None]) -> ServerHandle | None:
@@ -50,13 +50,15 @@ def start(environ: Mapping[str, str], vm: str, announce: Callable[[str], None]) 
     to start is announced, not fatal."""
     if not enabled(environ):
         return None
-    wanted = settings(environ, vm)
-    try:
-        from virtainer.api.server import run_in_thread  # FastAPI and uvicorn only when enabled
+    try:  # FastAPI, uvicorn and pydantic only when the API is wanted
+        from virtainer.api.server import run_in_thread
+        from virtainer.api.settings import ApiSettings
     except ImportError as error:
         announce(f"REST API unavailable ({error}); the VM runs without it")
         return None
     try:
+        listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
+        wanted = ApiSettings.from_env(environ, listen=listen, vms=(vm,))
         handle = run_in_thread(wanted, announce=announce)
     except VirtainerError as error:
         announce(f"REST API not started: {error}")

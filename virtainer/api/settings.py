@@ -8,11 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from virtainer.api.defaults import DEFAULT_PORT, DEFAULT_TOKEN_FILE
 from virtainer.errors import ConfigError
 from virtainer.hypervisor import DEFAULT_URI
 
-DEFAULT_PORT = 8470
-DEFAULT_TOKEN_FILE = Path("/var/lib/virtainer/api-token")
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "token", "password", "test", "xxx"}
 
 

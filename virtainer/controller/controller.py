@@ -25,8 +25,10 @@ import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from virtainer import __version__, machine
+from virtainer.api import container as api_container
 from virtainer.controller import network, preflight
 from virtainer.controller.config import BakedImage, ControllerConfig, container_settings, controller_config
 from virtainer.controller.daemons import Daemon, clear_runtime_state, connect_when_ready, libvirtd
@@ -46,6 +48,9 @@ from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
 from virtainer.spec import HostFacts, RawSettings, VmSpec, resolve_spec
 from virtainer.storage import DiffLock, require_image
+
+if TYPE_CHECKING:
+    from virtainer.api.server import ServerHandle
 
 MONITOR_INTERVAL_S = 1.0
 OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
@@ -76,6 +81,7 @@ class Controller:
         self.readiness: Readiness | None = None
         self.guest_network: network.GuestNetwork | None = None
         self._restarts: list[float] = []
+        self.api: ServerHandle | None = None  # the REST API, once the VM is defined
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -98,6 +104,7 @@ class Controller:
         self.ready_file.clear()
         self.sink.line(f"virtainer {__version__} controller starting")
         spec = self.spec = self._resolve_spec()
+        api_ports = api_container.reserved_ports(self.environ)  # a bad VIRTAINER_API_PORT stops us here
         self._preflight(spec)
         self.daemon = libvirtd(self.config.libvirtd_log)
         clear_runtime_state()
@@ -111,13 +118,15 @@ class Controller:
         if self.stop_requested.is_set():
             return EXIT_OK
         if self.guest_network is not None:
-            network.install_rules(self.guest_network, controller_ports=self.config.controller_ports)
+            ports = self.config.controller_ports + api_ports
+            network.install_rules(self.guest_network, controller_ports=ports)
         if self.config.console_log:
             self.console = ConsoleMirror(spec.serial_log_path, self.sink)
         result = machine.up(spec, self.hv, self.reporter, wait=False)
         if self.console is not None:
             self.console.start()
         self._report_started(plan, result)
+        self.api = api_container.start(self.environ, spec.name, self.sink.line)
         self.readiness = result.readiness
         threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
         return self._supervise()
@@ -198,6 +207,8 @@ class Controller:
                 continue  # libvirtd is going away: the next round restarts it
             if state in OFF_STATES:
                 self.ready_file.clear()
+                if api_container.off_on_request(self.api, name):
+                    continue  # stopped through the API (or being reverted): the container stays
                 clean = reason == "shutdown"
                 self.sink.line(f"the guest powered off ({reason}): the container ends")
                 return EXIT_OK if clean else EXIT_RUNTIME
@@ -242,6 +253,7 @@ class Controller:
 
     def _clean_up(self) -> None:
         self.ready_file.clear()
+        api_container.stop(self.api)
         if self.console is not None:
             self.console.stop()
         if self.guest_network is not None and self.hv is not None:
