@@ -39,7 +39,7 @@ from virtainer.spec import (
     settings_from_env,
     settings_from_file,
 )
-from virtainer.storage import require_image
+from virtainer.storage import require_system_disk
 
 CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
 
@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     undefine = commands.add_parser("undefine", help="forget a stopped VM (its disks are kept)")
     undefine.add_argument("name", nargs="?", default="vm")
+
+    screenshot = commands.add_parser("screenshot", help="save the guest's screen as an image")
+    screenshot.add_argument("name", nargs="?", default="vm")
+    screenshot.add_argument("-o", "--output", type=Path, help="file to write (default NAME-screen.png)")
     COMMANDS.update(add_api_commands(commands))  # serve, start|stop|reboot, snapshot (REST API issue)
     return parser
 
@@ -149,7 +153,7 @@ def spec_from_args(args: argparse.Namespace) -> VmSpec:
 
 def cmd_render(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    require_image(spec.image)
+    require_system_disk(spec)
     accelerator = choose_accelerator(spec.accelerator)
     seed_path = spec.seed_iso or spec.generated_seed_path
     from virtainer.domain import render_domain_xml
@@ -160,7 +164,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    require_image(spec.image)
+    require_system_disk(spec)
     reporter = CliReporter()
     with _hypervisor(args) as hv:
         result = machine.up(spec, hv, reporter, wait=not args.no_wait)
@@ -228,6 +232,14 @@ def cmd_undefine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    path = args.output or Path(f"{args.name}-screen.png")
+    with _hypervisor(args) as hv:
+        mime = hv.screenshot(args.name, path)
+    out.print(f"screen of '{args.name}' saved to {path} ({mime})")
+    return EXIT_OK
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     with _hypervisor(args) as hv, hv.console(args.name) as stream:
         interactive = sys.stdin.isatty()
@@ -292,6 +304,7 @@ COMMANDS = {
     "down": cmd_down,
     "destroy": cmd_destroy,
     "undefine": cmd_undefine,
+    "screenshot": cmd_screenshot,
 }
 
 

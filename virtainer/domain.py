@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +13,11 @@ from lxml import etree
 
 from virtainer.accel import AcceleratorChoice
 from virtainer.errors import VirtainerError
+from virtainer.profiles import HYPERV_SPINLOCK_RETRIES, PROFILES, Profile
 from virtainer.spec import VmSpec
 
 METADATA_NS = "https://virtainer.dev/xmlns/vm/1"
 LIBVIRT_SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
-_DATA_DISK_TARGETS = [f"vd{chr(c)}" for c in range(ord("b"), ord("z") + 1)]
 
 
 class InvalidDomainXml(VirtainerError):
@@ -28,7 +29,9 @@ class DiskLayout:
     path: str
     format: str
     target: str
-    serial: str
+    serial: str | None = None
+    bus: str = "virtio"
+    cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,28 @@ class NicLayout:
     type: str
     source: str
     mac: str
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class HyperVFeature:
+    name: str
+    retries: int | None = None
+
+
+@dataclass(frozen=True)
+class TimerLayout:
+    name: str
+    tickpolicy: str | None = None
+    present: str | None = None
+
+
+@dataclass(frozen=True)
+class VncLayout:
+    port: int  # -1 with autoport
+    autoport: bool
+    listen: str
+    password: str | None
 
 
 def default_mac(spec: VmSpec) -> str:
@@ -44,43 +69,168 @@ def default_mac(spec: VmSpec) -> str:
     return "52:54:00:" + ":".join(f"{byte:02x}" for byte in digest[:3])
 
 
-def layout_values(
-    spec: VmSpec, accelerator: AcceleratorChoice, *, seed_path: Path | None, disk_formats: dict[Path, str]
-) -> dict[str, object]:
-    """Everything the templates need, computed here so the templates stay simple."""
-    boot = spec.direct_boot
-    nic = None
-    if spec.network.mode != "none":
-        nic = NicLayout(spec.network.mode, spec.network.source, spec.mac_address or default_mac(spec))
-    q35 = spec.machine == "q35"
+# ---------------------------------------------------------------------------------------------
+# Configurators: one per section of the domain, each computing only its own template values and
+# leaving its section out when the spec does not ask for it. Templates only lay the values out.
+
+
+@dataclass(frozen=True)
+class LayoutInput:
+    spec: VmSpec
+    accelerator: AcceleratorChoice
+    seed_path: Path | None
+    disk_formats: dict[Path, str]
+
+    @property
+    def profile(self) -> Profile:
+        return PROFILES[self.spec.profile]
+
+    @property
+    def hyperv(self) -> tuple[str, ...]:
+        """Hyper-V enlightenments: KVM only (QEMU's TCG refuses vpindex and friends)."""
+        return self.profile.hyperv if self.accelerator.kind == "kvm" else ()
+
+
+def identity_values(given: LayoutInput) -> dict[str, object]:
+    spec = given.spec
     return {
-        "domain_type": accelerator.domain_type,
-        "metadata_ns": METADATA_NS,
+        "domain_type": given.accelerator.domain_type,
         "name": spec.name,
         "title": f"virtainer VM {spec.name} ({spec.os_variant})",
-        "accelerator": accelerator.kind,
-        "accelerator_reason": accelerator.reason,
+        "memory_mib": spec.memory_mib,
+        "vcpus": spec.vcpus,
+        "cpu_mode": "host-passthrough" if given.accelerator.kind == "kvm" else None,
+    }
+
+
+def metadata_values(given: LayoutInput) -> dict[str, object]:
+    spec = given.spec
+    return {
+        "metadata_ns": METADATA_NS,
+        "accelerator": given.accelerator.kind,
+        "accelerator_reason": given.accelerator.reason,
         "diff_path": str(spec.diff_path),
         "state_dir": str(spec.state_dir),
         "serial_log": str(spec.serial_log_path),
         "default_user": spec.default_user or "",
         "wait_for": ",".join(spec.wait_for),
-        "memory_mib": spec.memory_mib,
-        "vcpus": spec.vcpus,
+    }
+
+
+def os_values(given: LayoutInput) -> dict[str, object]:
+    """Machine, firmware (UEFI: OVMF read-only + the VM's NVRAM beside the diff), direct boot."""
+    spec, boot, uefi = given.spec, given.spec.direct_boot, given.spec.uefi
+    return {
         "machine": spec.machine,
-        "cpu_mode": "host-passthrough" if accelerator.kind == "kvm" else None,
+        "loader": str(uefi.code) if uefi else None,
+        "nvram": str(spec.nvram_path) if uefi else None,
+        "nvram_template": str(uefi.vars_template) if uefi else None,
         "kernel": str(boot.kernel) if boot else None,
         "initrd": str(boot.initrd) if boot and boot.initrd else None,
         "cmdline": boot.cmdline if boot else "",
-        "data_disks": [
-            DiskLayout(str(disk.path), disk_formats.get(disk.path, "qcow2"), target, f"data{index}")
-            for index, (disk, target) in enumerate(zip(spec.data_disks, _DATA_DISK_TARGETS, strict=False))
-        ],
-        "seed_path": str(seed_path) if seed_path else None,
-        "cdrom_bus": "sata" if q35 else "ide",
-        "cdrom_target": "sda" if q35 else "hdc",
-        "nic": nic,
     }
+
+
+def features_values(given: LayoutInput) -> dict[str, object]:
+    retries = {"spinlocks": HYPERV_SPINLOCK_RETRIES}
+    return {"hyperv": [HyperVFeature(name, retries.get(name)) for name in given.hyperv]}
+
+
+def clock_values(given: LayoutInput) -> dict[str, object]:
+    """Windows keeps time better with these timers (what virt-install gives Windows guests)."""
+    timers: list[TimerLayout] = []
+    if given.profile.family == "windows":
+        timers = [TimerLayout("rtc", tickpolicy="catchup"), TimerLayout("pit", tickpolicy="delay"),
+                  TimerLayout("hpet", present="no")]  # fmt: skip
+        if "stimer" in given.hyperv:
+            timers.append(TimerLayout("hypervclock", present="yes"))  # stimer needs it
+    return {"clock_offset": given.spec.clock_offset, "clock_timers": timers}
+
+
+_TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
+
+
+def disk_values(given: LayoutInput) -> dict[str, object]:
+    """The system disk (the diff), data disks in order, then the seed cdrom; targets never collide."""
+    spec = given.spec
+    q35 = spec.machine == "q35"
+    taken = set() if q35 else {"hdc"}  # on pc the cdrom keeps hdc (secondary master)
+
+    def target(bus: str) -> str:
+        prefix = _TARGET_PREFIX[bus]
+        name = next((prefix + chr(c) for c in range(ord("a"), ord("z") + 1) if prefix + chr(c) not in taken), None)
+        if name is None:
+            raise VirtainerError(f"too many disks on the {bus} bus")
+        taken.add(name)
+        return name
+
+    bus, cache = spec.disk_bus, spec.disk_cache
+    system = DiskLayout(
+        str(spec.diff_path), given.disk_formats.get(spec.diff_path, "qcow2"), target(bus), bus=bus, cache=cache
+    )
+    data = [
+        DiskLayout(str(disk.path), given.disk_formats.get(disk.path, "qcow2"), target(bus), f"data{index}", bus, cache)
+        for index, disk in enumerate(spec.data_disks)
+    ]
+    return {
+        "system_disk": system,
+        "data_disks": data,
+        "scsi_controller": bus == "scsi",
+        "seed_path": str(given.seed_path) if given.seed_path else None,
+        "cdrom_bus": "sata" if q35 else "ide",
+        "cdrom_target": target("sata") if q35 else "hdc",
+    }
+
+
+def network_values(given: LayoutInput) -> dict[str, object]:
+    spec = given.spec
+    if spec.network.mode == "none":
+        return {"nic": None}
+    mac = spec.mac_address or default_mac(spec)
+    return {"nic": NicLayout(spec.network.mode, spec.network.source, mac, spec.nic_model)}
+
+
+def display_values(given: LayoutInput) -> dict[str, object]:
+    """VNC when asked for; a display adapter with it, and always for Windows (its console is the screen)."""
+    spec, vnc = given.spec, given.spec.vnc
+    wanted = vnc is not None or given.profile.family == "windows"
+    graphics = None
+    if vnc is not None:
+        graphics = VncLayout(vnc.port or -1, vnc.port is None, vnc.listen, vnc.password)
+    return {"graphics": graphics, "video": spec.video if wanted and spec.video != "none" else None}
+
+
+def tpm_values(given: LayoutInput) -> dict[str, object]:
+    if not given.spec.tpm:
+        return {"tpm_model": None}
+    return {"tpm_model": "tpm-crb" if given.spec.machine == "q35" else "tpm-tis"}
+
+
+Configurator = Callable[[LayoutInput], dict[str, object]]
+CONFIGURATORS: tuple[Configurator, ...] = (
+    identity_values,
+    metadata_values,
+    os_values,
+    features_values,
+    clock_values,
+    disk_values,
+    network_values,
+    display_values,
+    tpm_values,
+)
+
+
+def layout_values(
+    spec: VmSpec, accelerator: AcceleratorChoice, *, seed_path: Path | None, disk_formats: dict[Path, str]
+) -> dict[str, object]:
+    """Everything the templates need, computed here so the templates stay simple."""
+    given = LayoutInput(spec, accelerator, seed_path, disk_formats)
+    values: dict[str, object] = {}
+    for configure in CONFIGURATORS:
+        section = configure(given)
+        assert not values.keys() & section.keys(), f"{configure.__name__} redefines {values.keys() & section.keys()}"
+        values.update(section)
+    return values
 
 
 @functools.cache
@@ -102,8 +252,6 @@ def render_domain_xml(
     seed_path: Path | None,
     disk_formats: dict[Path, str] | None = None,
 ) -> str:
-    if len(spec.data_disks) > len(_DATA_DISK_TARGETS):
-        raise VirtainerError(f"at most {len(_DATA_DISK_TARGETS)} data disks are supported")
     values = layout_values(spec, accelerator, seed_path=seed_path, disk_formats=disk_formats or {})
     rendered = _environment().get_template("domain.xml.j2").render(values)
     document = validate_domain_xml(rendered)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -233,11 +234,12 @@ class Hypervisor:
         return True
 
     def undefine(self, name: str) -> None:
-        """Forget the domain; disks, diff and NVRAM files are kept."""
+        """Forget the domain; disks, diff, NVRAM and TPM state are kept."""
         domain = self._domain(name)
         if domain.isActive():
             raise ConflictError(f"VM '{name}' is running; stop it before undefining it")
         flags = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
         try:
             domain.undefineFlags(flags)
@@ -277,6 +279,28 @@ class Hypervisor:
         except libvirt.libvirtError as error:
             raise HypervisorError(f"guest agent: {error.get_error_message()}") from None
         return json.loads(reply).get("return")
+
+    def screenshot(self, name: str, path: Path) -> str:
+        """Save the guest's screen (its first display adapter) to `path`; returns the MIME type.
+
+        QEMU sends PNG (or PPM when it is older than 7.1), whatever the file is called.
+        """
+        domain = self._domain(name)
+        stream = self.conn.newStream(0)
+        try:
+            mime = str(domain.screenshot(stream, 0, 0))
+            data = bytearray()
+            while chunk := stream.recv(262144):
+                if not isinstance(chunk, bytes):
+                    raise HypervisorError(f"screenshot of '{name}': the stream would block")
+                data.extend(chunk)
+            stream.finish()
+        except libvirt.libvirtError as error:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise HypervisorError(f"cannot take a screenshot of '{name}': {error.get_error_message()}") from None
+        path.write_bytes(bytes(data))
+        return mime
 
     # -- console -------------------------------------------------------------------------------
 

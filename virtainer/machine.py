@@ -50,8 +50,8 @@ class Plan:
     """Everything `up` will do, decided before anything is written."""
 
     spec: VmSpec
-    base: Path
-    identity: storage.BaseIdentity
+    base: Path | None  # None: the diff is a standalone system disk, used as it is
+    identity: storage.BaseIdentity | None
     diff_exists: bool
     seed: Seed | None  # None when a prebuilt seed ISO is used as is
     seed_path: Path | None
@@ -113,14 +113,22 @@ class VmStatus:
 
 def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
     """Fetch and identify the base, check the diff, build the seed in memory. Writes no VM file."""
-    base = storage.fetch_base_image(spec.image, lambda d, t: reporter.progress("download", d, t))
-    reporter.step(f"base image {base}")
-    identity = storage.base_identity(base, lambda d, t: reporter.progress("sha256", d, t))
-    diff_exists = storage.check_diff_matches_base(spec, identity)
+    formats = {disk.path: _data_disk_format(disk) for disk in spec.data_disks}
+    base: Path | None = None
+    identity: storage.BaseIdentity | None = None
+    if storage.has_base_image(spec) and not storage.is_standalone_disk(spec.diff_path):
+        base = storage.fetch_base_image(spec.image, lambda d, t: reporter.progress("download", d, t))
+        reporter.step(f"base image {base}")
+        identity = storage.base_identity(base, lambda d, t: reporter.progress("sha256", d, t))
+        diff_exists = storage.check_diff_matches_base(spec, identity)
+    else:
+        storage.require_system_disk(spec)
+        formats[spec.diff_path] = storage.standalone_disk_format(spec)
+        diff_exists = True
+        reporter.step(f"system disk {spec.diff_path} ({formats[spec.diff_path]}, no backing file: used as it is)")
     seed, seed_path = _plan_seed(spec)
     offers_kvm = hv.offers_kvm() if hv is not None and spec.accelerator != "tcg" else None
     accelerator = choose_accelerator(spec.accelerator, libvirt_offers_kvm=offers_kvm)
-    formats = {disk.path: _data_disk_format(disk) for disk in spec.data_disks}
     plan = Plan(spec, base, identity, diff_exists, seed, seed_path, accelerator, formats)
     plan.domain_xml()  # render and validate now: a template problem must stop us before writes
     return plan
@@ -155,7 +163,7 @@ def _seed_request(spec: VmSpec, *, password: str | None, policy: str) -> SeedReq
         network_config=read(spec.network_config),
         password=password,
         password_policy=policy,  # type: ignore[arg-type]
-        extra_cloud_config=data_disk_cloud_config(spec.data_disks),
+        extra_cloud_config=data_disk_cloud_config(spec.data_disks, spec.disk_bus),
     )
 
 
@@ -166,12 +174,20 @@ def _read_stored_password(spec: VmSpec) -> str | None:
         return None
 
 
-def data_disk_cloud_config(disks: tuple[DataDisk, ...]) -> dict[str, object] | None:
+# How udev names a disk whose serial is `data<N>`, by bus (/dev/disk/by-id/...)
+_BY_ID = {"virtio": "virtio-{}", "scsi": "scsi-0QEMU_QEMU_HARDDISK_{}", "sata": "ata-QEMU_HARDDISK_{}",
+          "ide": "ata-QEMU_HARDDISK_{}"}  # fmt: skip
+
+
+def data_disk_cloud_config(disks: tuple[DataDisk, ...], bus: str = "virtio") -> dict[str, object] | None:
     """Format (once: overwrite false) and mount the data disks that name a filesystem and a mount."""
     formatted = [(index, disk) for index, disk in enumerate(disks) if disk.filesystem and disk.mount]
     if not formatted:
         return None
-    device = "/dev/disk/by-id/virtio-data{}".format
+
+    def device(index: int) -> str:
+        return "/dev/disk/by-id/" + _BY_ID[bus].format(f"data{index}")
+
     return {
         "fs_setup": [
             {"device": device(index), "filesystem": disk.filesystem, "label": f"data{index}", "overwrite": False}
@@ -206,7 +222,10 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
         hv.ensure_network_active(spec.network.source)
     generated = _write_vm_files(plan, reporter)
     xml = plan.domain_xml()
-    (spec.state_dir / "domain.xml").write_text(xml)
+    if spec.vnc is not None and spec.vnc.password:
+        write_secret_file(spec.state_dir / "domain.xml", xml)  # it holds the VNC password
+    else:
+        (spec.state_dir / "domain.xml").write_text(xml)
     hv.define(xml)
     _restore_snapshots(hv, spec, reporter)
     readiness = Readiness(started_at=time.time(), wanted=spec.wait_for)
@@ -258,8 +277,15 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
     spec = plan.spec
     spec.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(spec.state_dir, 0o755)  # QEMU (libvirt-qemu user) must reach the seed and logs
-    reused = storage.prepare_diff(spec, plan.base, plan.identity)
-    reporter.step(f"{'reusing' if reused else 'created'} diff {spec.diff_path}")
+    if plan.base is None or plan.identity is None:
+        storage.prepare_standalone_disk(spec, plan.disk_formats[spec.diff_path])
+    else:
+        reused = storage.prepare_diff(spec, plan.base, plan.identity)
+        reporter.step(f"{'reusing' if reused else 'created'} diff {spec.diff_path}")
+    if spec.uefi is not None:
+        created = storage.prepare_nvram(spec)
+        how = f"created from {spec.uefi.vars_template}" if created else "reusing"
+        reporter.step(f"UEFI NVRAM {spec.nvram_path} ({how})")
     for disk in spec.data_disks:
         if disk.size_mib and storage.create_data_disk(disk.path, disk.size_mib):
             reporter.step(f"created data disk {disk.path}")

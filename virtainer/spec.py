@@ -8,6 +8,7 @@ the value and what is accepted; nothing touches the disk before a spec exists.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -18,17 +19,28 @@ from typing import Any, Literal
 import yaml
 
 from virtainer.errors import ConfigError
+from virtainer.firmware import UefiFirmware, find_ovmf, swtpm_installed
+from virtainer.profiles import PROFILES, canonical_profile, profile_names
 from virtainer.units import SIZE_FORMS, parse_size_mib
 
 Accelerator = Literal["auto", "kvm", "tcg"]
 PasswordPolicy = Literal["auto", "random", "fixed", "none"]
 NetworkMode = Literal["network", "bridge", "user", "none"]
 Stage = Literal["running", "ip", "agent", "cloud-init", "ssh"]
+Firmware = Literal["bios", "uefi"]
+ClockOffset = Literal["utc", "localtime"]
 
 STAGES: tuple[Stage, ...] = ("running", "ip", "agent", "cloud-init", "ssh")
 DEFAULT_STATE_ROOT = Path("/var/lib/virtainer")
 FILESYSTEMS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat")
 MACHINES = ("pc", "q35")
+DISK_BUSES = ("virtio", "scsi", "sata", "ide")
+DISK_CACHES = ("default", "none", "writeback", "writethrough", "unsafe", "directsync")
+VIDEO_MODELS = ("virtio", "vga", "cirrus", "bochs", "none")
+SUPRAVM_ROOT = Path("/opt/vm")  # SupraVM: /opt/vm/{SUPRA_APPS}/{VM_STORAGE_ID}/sys.qcow2 + dataN.qcow2
+SUPRAVM_VNC_PORT = 5999  # SupraVM's VM_GUEST_VNC=1: QEMU display :99
+VNC_BASE_PORT = 5900
+IDE_DISKS_MAX = 3  # two IDE channels of two units each; hdc holds the seed cdrom
 
 
 class Invalid(ValueError):
@@ -71,6 +83,15 @@ class DirectBoot:
 
 
 @dataclass(frozen=True)
+class VncSpec:
+    """A VNC server on the guest's display. port None: libvirt picks the first free from 5900."""
+
+    port: int | None
+    listen: str
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class VmSpec:
     name: str
     vcpus: int
@@ -99,6 +120,18 @@ class VmSpec:
     wait_for: tuple[Stage, ...] = STAGES
     boot_timeout_s: float = 600.0
     stop_timeout_s: float = 60.0
+    # guest hardware: the profile's defaults, each overridable by its own setting
+    profile: str = "linux"
+    firmware: Firmware = "bios"
+    uefi: UefiFirmware | None = None  # OVMF's code and NVRAM template when firmware is uefi
+    tpm: bool = False  # an emulated TPM 2.0 (swtpm)
+    clock_offset: ClockOffset = "utc"
+    disk_bus: str = "virtio"
+    disk_cache: str | None = None  # None: QEMU's default (writeback, guest flushes honoured)
+    nic_model: str = "virtio"
+    video: str = "virtio"  # the display adapter, when there is one (VNC, Windows); "none": never
+    vnc: VncSpec | None = None
+    storage_dir: Path | None = None  # SupraVM's layout: the directory of sys.qcow2 and dataN.qcow2
 
     @property
     def generated_seed_path(self) -> Path:
@@ -118,6 +151,11 @@ class VmSpec:
         """A generated password lives beside the diff: same disk, same password, same seed."""
         return self.diff_path.with_name(self.diff_path.name + ".password")
 
+    @property
+    def nvram_path(self) -> Path:
+        """UEFI variables (boot entries, ...) live beside the diff and travel with it."""
+        return self.diff_path.with_name(self.diff_path.name + ".nvram.fd")
+
 
 @dataclass(frozen=True)
 class RawValue:
@@ -134,15 +172,35 @@ class HostFacts:
 
     cpus: int
     memory_mib: int
+    uefi: UefiFirmware | None = None  # OVMF, when installed
+    swtpm: bool = False  # swtpm, when installed
+    in_container: bool = False  # decides where VNC listens by default
 
     @classmethod
     def probe(cls) -> HostFacts:
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return cls(cpus=os.cpu_count() or 1, memory_mib=pages // (1024 * 1024))
+        return cls(
+            cpus=os.cpu_count() or 1,
+            memory_mib=pages // (1024 * 1024),
+            uefi=find_ovmf(),
+            swtpm=swtpm_installed(),
+            in_container=running_in_container(),
+        )
+
+
+def running_in_container() -> bool:
+    return any(Path(marker).exists() for marker in ("/.dockerenv", "/run/.containerenv"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Settings: one table drives the file keys, environment variables and CLI flags.
+
+
+# An alias whose values mean something else than the canonical setting's (VM_GUEST_VNC=1 is port
+# 5999) is translated: (alias name, value, whole environment) -> the canonical value's text.
+AliasTranslator = Callable[[str, str, Mapping[str, str]], str]
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -152,6 +210,7 @@ class Setting:
     env_aliases: tuple[str, ...] = ()  # names users of earlier systems already use
     multi: bool = False  # a list: repeated flag, list in a file, ';'-separated in env
     secret: bool = False
+    translate: AliasTranslator | None = None  # for env_aliases whose values differ
 
     @property
     def env(self) -> str:
@@ -164,6 +223,47 @@ class Setting:
     @property
     def env_names(self) -> tuple[str, ...]:
         return (self.env, *self.env_aliases)
+
+
+def _profile_from_supravm(name: str, value: str, environ: Mapping[str, str]) -> str:
+    """SUPRA_APPS=windows|linux; VM_OS_SUB_VER (windows-xp, windows-10, ...) refines windows."""
+    apps = environ.get("SUPRA_APPS", "").strip()
+    if apps and apps.lower() not in ("windows", "linux"):
+        raise ConfigError("SUPRA_APPS", apps, "windows or linux (one VM per container)")
+    if name == "VM_OS_SUB_VER" and apps.lower() == "linux":
+        raise ConfigError(name, value, "a Windows release only with SUPRA_APPS=windows (unset it for linux)")
+    return value
+
+
+def _vnc_from_alias(name: str, value: str, environ: Mapping[str, str]) -> str:
+    """SupraVM's VM_GUEST_VNC=1 is port 5999; RunCVM's display modes are port 5900 + display."""
+    text = value.strip().lower()
+    if name == "VM_GUEST_VNC":
+        if text in _YES:
+            return str(SUPRAVM_VNC_PORT)
+        if text in _NO:
+            return "off"
+        if not text.isdigit():
+            raise ConfigError(name, value, f"1 (VNC on port {SUPRAVM_VNC_PORT}), 0, or a TCP port from 5900 to 65535")
+        return text
+    display = environ.get("RUNCVM_QEMU_VNC_DISPLAY", "").strip()
+    if name == "RUNCVM_QEMU_VNC_DISPLAY":
+        return str(VNC_BASE_PORT + _runcvm_display(display))
+    if text == "vnc":
+        return str(VNC_BASE_PORT + _runcvm_display(display or "0"))
+    if text in ("headless", "serial"):  # RunCVM: a VNC display number still starts a VNC server
+        return str(VNC_BASE_PORT + _runcvm_display(display)) if display else "off"
+    raise ConfigError(name, value, "headless, serial or vnc")
+
+
+def _runcvm_display(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535 - VNC_BASE_PORT:
+        raise ConfigError("RUNCVM_QEMU_VNC_DISPLAY", text, "a VNC display number from 0 (port 5900 + display)")
+    return int(text)
+
+
+def _video_from_runcvm(_name: str, value: str, _environ: Mapping[str, str]) -> str:
+    return "vga" if value.strip().lower() == "std" else value  # RunCVM's RUNCVM_QEMU_VGA=std
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -195,7 +295,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kernel", "boot this kernel directly"),
     Setting("initrd", "initrd for --kernel"),
     Setting("cmdline", "kernel command line for --kernel"),
-    Setting("machine", "machine type: pc or q35"),
+    Setting("machine", "machine type: pc or q35 (default: from the profile)"),
+    Setting(
+        "profile", "guest hardware: linux (default), windows, windows-7, windows-2003, windows-xp",
+        ("VM_OS_SUB_VER", "SUPRA_APPS"), translate=_profile_from_supravm,
+    ),  # fmt: skip
+    Setting("windows_drivers", "virtio (the guest has virtio-win drivers) or none: SATA disks and e1000"),
+    Setting("firmware", "bios or uefi (OVMF; its NVRAM is kept beside the diff)"),
+    Setting("tpm", "none or emulated (swtpm, TPM 2.0)"),
+    Setting("clock", "the guest's RTC: utc or localtime (default: localtime for Windows)"),
+    Setting("disk_bus", "virtio, scsi, sata or ide (default: from the profile)"),
+    Setting("disk_cache", "default (QEMU's writeback), none, writeback, writethrough, unsafe or directsync"),
+    Setting("video", "display adapter: virtio, vga, cirrus, bochs or none (default: from the profile)",
+            ("RUNCVM_QEMU_VGA",), translate=_video_from_runcvm),
+    Setting(
+        "vnc", "VNC display: off (default), on (port 5900), auto or a port",
+        ("VM_GUEST_VNC", "RUNCVM_DISPLAY_MODE", "RUNCVM_QEMU_VNC_DISPLAY"), translate=_vnc_from_alias,
+    ),  # fmt: skip
+    Setting("vnc_listen", "address VNC listens on (default 127.0.0.1; 0.0.0.0 in a container)"),
+    Setting("vnc_password", "VNC password, 1 to 8 characters", secret=True),
+    Setting("storage_id", "SupraVM layout: use STORAGE_ROOT/{windows|linux}/ID/sys.qcow2 and dataN.qcow2",
+            ("VM_STORAGE_ID",)),
+    Setting("storage_root", f"root of the SupraVM layout (default {SUPRAVM_ROOT})"),
     Setting("wait_for", "readiness stages to wait for: auto or running,ip,agent,cloud-init,ssh"),
     Setting("boot_timeout", "seconds to wait for readiness"),
     Setting("stop_timeout", "seconds a graceful stop may take before the VM is destroyed"),
@@ -210,6 +331,8 @@ def settings_from_env(environ: Mapping[str, str]) -> RawSettings:
         for name in setting.env_names:
             value = environ.get(name)
             if value is not None and value != "":
+                if name != setting.env and setting.translate is not None:
+                    value = setting.translate(name, value, environ)
                 raw[setting.key] = RawValue(_split_multi(setting, value), name)
                 break
     return raw
@@ -483,6 +606,56 @@ def parse_cmdline(value: object) -> str:
     return text
 
 
+def parse_profile(value: object) -> str:
+    name = canonical_profile(str(value))
+    if name is None:
+        raise Invalid(profile_names())
+    return name
+
+
+def parse_vnc(value: object) -> int | None:
+    """None: off; 0: auto (libvirt picks a free port from 5900); else the TCP port."""
+    text = str(value).strip().lower()
+    if text in ("off", "none", *_NO):
+        return None
+    if text in ("on", "yes", "true"):
+        return VNC_BASE_PORT
+    if text == "auto":
+        return 0
+    if not text.isdigit() or not VNC_BASE_PORT <= int(text) <= 65535:
+        raise Invalid("off, on (port 5900), auto, or a TCP port from 5900 to 65535")
+    return int(text)
+
+
+def parse_listen_address(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise Invalid("an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0 (all)") from None
+
+
+def parse_vnc_password(value: object) -> str:
+    text = str(value)
+    if not re.fullmatch(r"[\x20-\x7e]{1,8}", text):
+        raise Invalid("1 to 8 printable ASCII characters (VNC authentication uses at most 8)")
+    return text
+
+
+def parse_storage_id(value: object) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", text):
+        raise Invalid("a directory name: letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def supravm_data_disks(storage_dir: Path) -> tuple[DataDisk, ...]:
+    """data0.qcow2, data1.qcow2, ... in order, stopping at the first gap (as SupraVM does)."""
+    disks: list[DataDisk] = []
+    while (path := storage_dir / f"data{len(disks)}.qcow2").is_file():
+        disks.append(DataDisk(path=path))
+    return tuple(disks)
+
+
 # ---------------------------------------------------------------------------------------------
 # Resolution: raw settings -> VmSpec.
 
@@ -506,9 +679,12 @@ class _Reader:
             shown = "***" if SETTINGS_BY_KEY[key].secret else item.value
             raise ConfigError(item.origin, shown, str(invalid)) from None
 
-    def fail(self, key: str, accepted: str) -> ConfigError:
-        item = self.raw[key]
-        return ConfigError(item.origin, item.value, accepted)
+    def fail(self, key: str, accepted: str, value: object = None) -> ConfigError:
+        """The error for `key`: named as the user wrote it, or by its key when it was a default."""
+        item = self.raw.get(key)
+        if item is None:
+            return ConfigError(key, value, accepted)
+        return ConfigError(item.origin, "***" if SETTINGS_BY_KEY[key].secret else item.value, accepted)
 
     def items(self, key: str, parse: Callable[[Any], Any]) -> list[Any]:
         item = self.raw.get(key)
@@ -542,7 +718,12 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
     default_user = read.get("user", _parse_user, default_user_for(os_variant))
     hostname = read.get("hostname", parse_hostname, _hostname_from(name))
     state_dir = read.get("state_dir", parse_path, DEFAULT_STATE_ROOT / name)
-    diff_path = _resolve_diff_path(read, state_dir, image)
+    profile = read.get("profile", parse_profile, "linux")
+    storage_dir = _resolve_storage_dir(read, profile)
+    diff_path = storage_dir / "sys.qcow2" if storage_dir else _resolve_diff_path(read, state_dir, image)
+    data_disks = (supravm_data_disks(storage_dir) if storage_dir else ()) + tuple(read.items("disks", parse_disk))
+    if storage_dir and not (image.path or image.url) and not diff_path.exists():
+        raise read.fail("storage_id", f"a directory holding sys.qcow2 ({diff_path} does not exist), or set image")
     keys = [key for keys in read.items("ssh_keys", parse_ssh_key) for key in keys]
     password = read.get("password", _parse_password)
     policy = read.get("password_policy", lambda v: parse_choice(v, ("auto", "random", "fixed", "none")))
@@ -552,6 +733,9 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
     direct_boot = _resolve_direct_boot(read)
     network = read.get("network", parse_network, NetworkSpec())
     stages = read.get("wait_for", parse_stages)
+    hardware = _resolve_hardware(read, profile, supravm=storage_dir is not None, host=host)
+    # Windows and SupraVM system disks are not virtainer's cloud images: no cloud-init to wait for
+    cloud_image = PROFILES[profile].family == "linux" and storage_dir is None
     spec = VmSpec(
         name=name,
         vcpus=vcpus,
@@ -573,24 +757,128 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
         password=password,
         password_policy=policy,
         mac_address=read.get("mac", parse_mac),
-        data_disks=tuple(read.items("disks", parse_disk)),
+        data_disks=data_disks,
         network=network,
         direct_boot=direct_boot,
-        machine=read.get("machine", lambda v: parse_choice(v, MACHINES), "pc"),
-        wait_for=stages or default_stages(network, direct_boot),
+        wait_for=stages or default_stages(network, direct_boot, cloud_image=cloud_image),
         boot_timeout_s=read.get("boot_timeout", parse_seconds, 600.0),
         stop_timeout_s=read.get("stop_timeout", parse_seconds, 60.0),
+        profile=profile,
+        vnc=_resolve_vnc(read, host),
+        storage_dir=storage_dir,
+        **hardware,
     )
     _check_paths_do_not_collide(spec, read)
+    _check_display(spec, read)
+    _check_disk_bus_room(spec, read)
     return spec
 
 
-def default_stages(network: NetworkSpec, direct_boot: DirectBoot | None) -> tuple[Stage, ...]:
+def default_stages(
+    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool = True
+) -> tuple[Stage, ...]:
     if direct_boot is not None:
         return ("running",)  # a bare kernel has no agent or cloud-init to wait for
+    if not cloud_image:
+        return ("running",) if network.mode == "none" else ("running", "ip")
     if network.mode == "none":
         return ("running", "agent", "cloud-init")
     return STAGES
+
+
+def _resolve_storage_dir(read: _Reader, profile: str) -> Path | None:
+    """SupraVM's layout: STORAGE_ROOT/{windows|linux}/{VM_STORAGE_ID}/, named after the profile's family."""
+    storage_id = read.get("storage_id", parse_storage_id)
+    if storage_id is None:
+        if read.has("storage_root"):
+            raise read.fail("storage_root", "a storage root only together with storage_id (VM_STORAGE_ID)")
+        return None
+    for key in ("diff", "image_dir"):
+        if read.has(key):
+            raise read.fail(key, "either a diff path or storage_id (SupraVM's layout), not both")
+    root = read.get("storage_root", parse_path, SUPRAVM_ROOT)
+    return root / PROFILES[profile].family / storage_id
+
+
+def _resolve_hardware(read: _Reader, profile_name: str, *, supravm: bool, host: HostFacts) -> dict[str, Any]:
+    """The profile's defaults, overridden setting by setting.
+
+    SupraVM's layout brings SupraVM's hardware contract: its system disks carry the virtio drivers
+    and boot with UEFI on q35 (legacy BIOS for windows-7/-2003/-xp, machine pc for -2003/-xp).
+    """
+    profile = PROFILES[profile_name]
+    if read.has("windows_drivers") and profile.family != "windows":
+        raise read.fail("windows_drivers", "set only with a windows profile (profile=windows, windows-7, ...)")
+    drivers = read.get(
+        "windows_drivers", lambda v: parse_choice(v, ("virtio", "none")), "virtio" if supravm else "none"
+    )
+    virtio = profile.family == "linux" or drivers == "virtio"
+    old_chipset = profile.name in ("windows-2003", "windows-xp")
+    machine = read.get(
+        "machine", lambda v: parse_choice(v, MACHINES), "q35" if supravm and not old_chipset else profile.machine
+    )
+    firmware = read.get(
+        "firmware", lambda v: parse_choice(v, ("bios", "uefi")), "uefi" if supravm and not profile.legacy else "bios"
+    )
+    if firmware == "uefi" and profile.legacy:
+        raise read.fail("firmware", f"bios: {profile.name} boots with legacy BIOS only")
+    if firmware == "uefi" and host.uefi is None:
+        raise read.fail("firmware", "bios: OVMF, which uefi needs, is not installed (apt-get install ovmf)", "uefi")
+    tpm = read.get("tpm", lambda v: parse_choice(v, ("none", "emulated")), "none") == "emulated"
+    if tpm and not host.swtpm:
+        raise read.fail("tpm", "none: swtpm is not installed (apt-get install swtpm swtpm-tools)")
+    default_bus = "virtio" if virtio else profile.disk_bus
+    if default_bus == "ide" and machine == "q35":
+        default_bus = "sata"  # q35 has no IDE controller: its AHCI is what IDE disks become there
+    disk_bus = read.get("disk_bus", lambda v: parse_choice(v, DISK_BUSES), default_bus)
+    if disk_bus == "ide" and machine == "q35":
+        raise read.fail(
+            "disk_bus" if read.has("disk_bus") else "machine",
+            "IDE disks only with machine pc (q35 has no IDE controller; use sata there)",
+            machine,
+        )
+    cache = read.get("disk_cache", lambda v: parse_choice(v, DISK_CACHES), "default")
+    return {
+        "machine": machine,
+        "firmware": firmware,
+        "uefi": host.uefi if firmware == "uefi" else None,
+        "tpm": tpm,
+        "clock_offset": read.get("clock", lambda v: parse_choice(v, ("utc", "localtime")), profile.clock),
+        "disk_bus": disk_bus,
+        "disk_cache": None if cache == "default" else cache,
+        "nic_model": "virtio" if virtio else profile.nic_model,
+        "video": read.get("video", lambda v: parse_choice(v, VIDEO_MODELS), profile.video),
+    }
+
+
+def _resolve_vnc(read: _Reader, host: HostFacts) -> VncSpec | None:
+    port = read.get("vnc", parse_vnc)
+    if port is None:
+        for key in ("vnc_listen", "vnc_password"):
+            if read.has(key):
+                raise read.fail(key, "set only together with vnc (e.g. vnc=5900)")
+        return None
+    # In a container, VNC is reached through the container's published port: listen on all of
+    # the container's addresses, as SupraVM and RunCVM do. On a host, only locally by default.
+    listen = read.get("vnc_listen", parse_listen_address, "0.0.0.0" if host.in_container else "127.0.0.1")
+    password = read.get("vnc_password", parse_vnc_password)
+    return VncSpec(port=port or None, listen=listen, password=password)
+
+
+def _check_display(spec: VmSpec, read: _Reader) -> None:
+    if spec.vnc is not None and spec.video == "none":
+        raise read.fail("video", "a display adapter for VNC to show (virtio, vga, cirrus or bochs), or vnc=off")
+
+
+def _check_disk_bus_room(spec: VmSpec, read: _Reader) -> None:
+    disks = 1 + len(spec.data_disks)
+    if spec.disk_bus == "ide" and disks > IDE_DISKS_MAX:
+        raise read.fail(
+            "disk_bus",
+            f"at most {IDE_DISKS_MAX} IDE disks (the seed cdrom takes the 4th unit); "
+            f"this VM has {disks}: use sata or virtio",
+            spec.disk_bus,
+        )
 
 
 def _parse_user(value: object) -> str:

@@ -3,6 +3,9 @@
 The base image is only ever read. The VM writes to a qcow2 overlay (the diff) whose backing file is
 the base. Beside the diff we record the base's identity (sha256, virtual size, format), so a diff
 copied to a teammate or a new container is only ever reattached to the very same base.
+
+Without a base image, an existing disk at the diff's path is the whole system disk (SupraVM's
+sys.qcow2): used as it is, never recreated. The VM's UEFI variables live beside the diff too.
 """
 
 from __future__ import annotations
@@ -154,6 +157,22 @@ def require_image(source: ImageSource) -> None:
         )
 
 
+def has_base_image(spec: VmSpec) -> bool:
+    return bool(spec.image.path or spec.image.url)
+
+
+def require_system_disk(spec: VmSpec) -> None:
+    """A base image to make the diff on, or an existing disk at the diff's path used as it is."""
+    if has_base_image(spec) or spec.diff_path.exists():
+        return
+    if spec.storage_dir is not None:
+        raise ConfigError(
+            "storage_id", spec.storage_dir.name,
+            f"a directory holding sys.qcow2 ({spec.diff_path} does not exist), or set image to create it",
+        )  # fmt: skip
+    require_image(spec.image)
+
+
 def fetch_base_image(source: ImageSource, progress: ProgressFn | None = None) -> Path:
     """Return a local path of the base image, downloading (and verifying) a URL once."""
     require_image(source)
@@ -198,6 +217,58 @@ def _download(url: str, target: Path, sha256: str | None, progress: ProgressFn |
         raise ImageError(f"download of {url} refused: sha256 is {got}, expected {sha256}")
     os.chmod(partial, 0o644)
     os.replace(partial, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# A standalone system disk: no base image (SupraVM's sys.qcow2, a converted VMDK, ...)
+
+
+def standalone_disk_format(spec: VmSpec) -> str:
+    """Check a system disk used without a base image and return its format. Reads, never writes.
+
+    Such a disk is the whole system: it has no base to record, and it is never reformatted or
+    recreated. An overlay is refused: its base could change under it unnoticed.
+    """
+    info = image_info(spec.diff_path)
+    backing = info.get("backing-filename")
+    if backing:
+        raise BaseMismatchError(
+            f"{spec.diff_path} is an overlay on {backing}; virtainer checks an overlay's base, so name it",
+            hint="set image to that base image (its identity is then recorded beside the diff)",
+        )
+    return str(info["format"])
+
+
+def is_standalone_disk(path: Path) -> bool:
+    """An existing disk with no backing file: complete in itself, whatever base image is configured."""
+    return path.exists() and not image_info(path).get("backing-filename")
+
+
+def prepare_standalone_disk(spec: VmSpec, disk_format: str) -> None:
+    """A standalone disk is used as it is; only grown when disk_size asks for more."""
+    if spec.disk_size_mib:
+        grow_diff(spec.diff_path, spec.disk_size_mib, disk_format)
+
+
+# ---------------------------------------------------------------------------------------------
+# UEFI variables: beside the diff, made once from OVMF's template, then only ever written by the VM
+
+
+def prepare_nvram(spec: VmSpec) -> bool:
+    """Create the VM's NVRAM from the firmware's template unless it exists. True when created."""
+    if spec.uefi is None or spec.nvram_path.exists():
+        return False
+    spec.nvram_path.parent.mkdir(parents=True, exist_ok=True)
+    temp = spec.nvram_path.with_name(f".{spec.nvram_path.name}.creating")
+    try:
+        shutil.copyfile(spec.uefi.vars_template, temp)
+        os.chmod(temp, 0o644)
+        os.replace(temp, spec.nvram_path)
+    except OSError as error:
+        raise ImageError(f"cannot create UEFI NVRAM {spec.nvram_path}: {error.strerror}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +340,7 @@ def _point_diff_at(diff: Path, base: Path, identity: BaseIdentity) -> None:
         qemu_img("rebase", "-u", "-f", "qcow2", "-F", identity.format, "-b", str(base.resolve()), str(diff))
 
 
-def grow_diff(diff: Path, size_mib: int) -> None:
+def grow_diff(diff: Path, size_mib: int, disk_format: str = "qcow2") -> None:
     current = int(image_info(diff)["virtual-size"])  # type: ignore[call-overload]
     wanted = size_mib * 1024 * 1024
     if wanted < current:
@@ -277,7 +348,7 @@ def grow_diff(diff: Path, size_mib: int) -> None:
             "disk_size", f"{size_mib}M", f"at least the disk's current size ({current // 2**20}M); disks never shrink"
         )
     if wanted > current:
-        qemu_img("resize", "-q", "-f", "qcow2", str(diff), str(wanted))
+        qemu_img("resize", "-q", "-f", disk_format, str(diff), str(wanted))
 
 
 def create_data_disk(path: Path, size_mib: int) -> bool:

@@ -10,7 +10,8 @@ from lxml import etree
 
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import InvalidDomainXml, render_domain_xml, schema_available, validate_domain_xml
-from virtainer.spec import DataDisk, DirectBoot, ImageSource, NetworkSpec, VmSpec
+from virtainer.firmware import UefiFirmware
+from virtainer.spec import DataDisk, DirectBoot, HostFacts, ImageSource, NetworkSpec, RawValue, VmSpec, resolve_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 TCG = AcceleratorChoice("tcg", "forced by accelerator=tcg")
@@ -75,6 +76,35 @@ CASES: dict[str, tuple[VmSpec, AcceleratorChoice, Path | None]] = {
         Path("/state/a&b/seed.iso"),
     ),  # fmt: skip
 }
+
+
+OVMF = UefiFirmware(Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"))
+HOST = HostFacts(cpus=4, memory_mib=8192, uefi=OVMF, swtpm=True)
+SEED = Path("/var/lib/virtainer/vm/seed.iso")
+
+
+def resolved(**settings: object) -> VmSpec:
+    """A spec the way users get one: from settings, through the profiles' defaults."""
+    values: dict[str, object] = {"name": "vm", "vcpus": 2, "memory": "4G", "diff": "/vms/vm/sys.qcow2"}
+    values.update(settings)
+    return resolve_spec({key: RawValue(value, key) for key, value in values.items()}, HOST)
+
+
+# One golden domain per guest hardware profile, firmware and display choice.
+CASES.update({
+    "profile-linux-scsi-nocache": (
+        resolved(profile="linux", disk_bus="scsi", disk_cache="none", disks=["/vms/vm/data0.qcow2"]), TCG, SEED
+    ),
+    "profile-windows-kvm": (resolved(profile="windows", disks=["/vms/vm/data0.qcow2"]), KVM, SEED),
+    "profile-windows-virtio-tcg-utc": (resolved(profile="windows", windows_drivers="virtio", clock="utc"), TCG, SEED),
+    "profile-windows-7-kvm": (resolved(profile="windows-7", disks=["/vms/vm/data0.qcow2"]), KVM, SEED),
+    "profile-windows-2003": (resolved(profile="windows-2003"), KVM, SEED),
+    "profile-windows-xp": (resolved(profile="windows-xp", disks=["/vms/vm/d0.qcow2", "/vms/vm/d1.qcow2"]), TCG, SEED),
+    "uefi-linux-q35": (resolved(firmware="uefi", machine="q35"), TCG, SEED),
+    "uefi-tpm-windows-11": (resolved(profile="windows-11", firmware="uefi", tpm="emulated"), KVM, SEED),
+    "vnc-linux-password": (resolved(vnc="5999", vnc_listen="0.0.0.0", vnc_password="s3<r&t'"), TCG, SEED),
+    "vnc-auto-xp-cirrus": (resolved(profile="windows-xp", vnc="auto"), TCG, SEED),
+})  # fmt: skip
 
 
 def canonical(xml: str) -> str:

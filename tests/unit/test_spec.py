@@ -13,6 +13,7 @@ import pytest
 from virtainer.cli import build_parser, settings_from_args
 from virtainer.errors import ConfigError
 from virtainer.spec import (
+    SETTINGS_BY_KEY,
     HostFacts,
     RawValue,
     default_user_for,
@@ -199,6 +200,38 @@ BAD_INPUTS = [
     ("hostname", "bad_host!", "RFC 1123"),
     ("user", "Root User", "Unix user name"),
     ("cmdline", "a\nb", "one line"),
+    # guest hardware, display and SupraVM's layout (issue 5)
+    ("profile", "windows-95", "linux, windows, windows-7"),
+    ("profile", "macos", "windows-xp"),
+    ("windows_drivers", "virtio", "only with a windows profile"),
+    ("firmware", "efi", "bios, uefi"),
+    ("firmware", "uefi", "OVMF, which uefi needs, is not installed"),  # this host has no OVMF
+    ("tpm", "hardware", "none, emulated"),
+    ("tpm", "emulated", "swtpm is not installed"),  # nor swtpm
+    ("clock", "gmt", "utc, localtime"),
+    ("disk_bus", "nvme", "virtio, scsi, sata, ide"),
+    ("disk_cache", "fast", "writeback, writethrough, unsafe, directsync"),
+    ("video", "qxl", "virtio, vga, cirrus, bochs, none"),
+    ("vnc", "5899", "a TCP port from 5900 to 65535"),
+    ("vnc", "maybe", "off, on (port 5900), auto"),
+    ("vnc_listen", "0.0.0.0", "only together with vnc"),
+    ("vnc_password", "secret", "only together with vnc"),
+    ("storage_id", "../etc", "a directory name"),
+    ("storage_root", "/srv/vms", "only together with storage_id"),
+]
+
+# Values refused only in the company of other settings: (key, value, accepted, the other settings).
+BAD_COMBINED_INPUTS = [
+    ("vnc_listen", "localhost", "an IPv4 or IPv6 address", {"vnc": "on"}),
+    ("vnc_password", "too-long-pw", "1 to 8 printable ASCII", {"vnc": "5999"}),
+    ("vnc_password", "pw\nx", "1 to 8 printable ASCII", {"vnc": "5999"}),
+    ("video", "none", "a display adapter for VNC", {"vnc": "auto"}),
+    ("windows_drivers", "sometimes", "virtio, none", {"profile": "windows"}),
+    ("firmware", "uefi", "windows-xp boots with legacy BIOS only", {"profile": "windows-xp"}),
+    ("disk_bus", "ide", "IDE disks only with machine pc", {"machine": "q35"}),
+    ("disk_bus", "ide", "at most 3 IDE disks", {"disks": ["/d0.qcow2", "/d1.qcow2", "/d2.qcow2"]}),
+    ("diff", "/vms/x.qcow2", "either a diff path or storage_id", {"storage_id": "win10"}),
+    ("image_dir", "/mounted", "either a diff path or storage_id", {"storage_id": "win10"}),
 ]
 
 
@@ -206,14 +239,27 @@ BAD_INPUTS = [
 def test_bad_input_names_setting_value_and_accepted(key: str, value: str, accepted: str) -> None:
     with pytest.raises(ConfigError) as caught:
         resolve(**{key: [value] if key in ("ssh_keys", "disks") else value})
-    message = str(caught.value)
+    assert_names_setting(str(caught.value), key, value, accepted)
+
+
+def assert_names_setting(message: str, key: str, value: str, accepted: str) -> None:
     assert message.startswith(f"invalid {key}=")
     assert accepted in message
     assert "\n" not in message
-    if key != "password":
+    if not SETTINGS_BY_KEY[key].secret:
         assert repr(value)[1:-1] in message
     else:
         assert value not in message  # secrets are never echoed
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted", "others"), BAD_COMBINED_INPUTS,
+    ids=[f"{k}={v!r}"[:40] for k, v, _, _ in BAD_COMBINED_INPUTS],
+)  # fmt: skip
+def test_bad_input_in_company_names_setting(key: str, value: str, accepted: str, others: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(**others, **{key: value})
+    assert_names_setting(str(caught.value), key, value, accepted)
 
 
 def test_at_least_25_distinct_bad_inputs() -> None:

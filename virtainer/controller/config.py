@@ -69,7 +69,7 @@ def container_settings(
         defaults["image"] = RawValue(str(baked.path), "the image's baked guest image")
         if baked.os_variant:
             defaults["os_variant"] = RawValue(baked.os_variant, "the image's baked OS variant")
-    if "diff" not in env and "image_dir" not in env:
+    if "diff" not in env and "image_dir" not in env and "storage_id" not in env:  # VM_STORAGE_ID: SupraVM's
         defaults["image_dir"] = RawValue(str(DEFAULT_IMAGE_DIR), "IMAGE_DIR (default)")
     files: RawSettings = {}
     for key, path in mounted.items():

@@ -47,7 +47,7 @@ from virtainer.errors import (
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
 from virtainer.spec import HostFacts, RawSettings, VmSpec, resolve_spec
-from virtainer.storage import DiffLock, require_image
+from virtainer.storage import DiffLock, require_system_disk
 
 if TYPE_CHECKING:
     from virtainer.api.server import ServerHandle
@@ -144,7 +144,7 @@ class Controller:
     def _resolve_spec(self) -> VmSpec:
         raw = self.raw = container_settings(self.environ, baked=self.baked)
         spec = resolve_spec(raw, HostFacts.probe())
-        require_image(spec.image)
+        require_system_disk(spec)
         net = spec.network
         self.sink.line(
             f"VM '{spec.name}': {spec.vcpus} vCPU, {spec.memory_mib} MiB, image {spec.image.describe()}, "
