@@ -43,10 +43,10 @@ def unique_name(prefix: str) -> str:
 
 
 def forget_domain(name: str) -> None:
-    """Destroy and undefine a test domain, whatever state it is in."""
-    for command in ("destroy", "undefine"):
+    """Destroy and undefine a test domain, whatever state it is in (UEFI ones too: --nvram)."""
+    for command in (["destroy", name], ["undefine", name, "--nvram"]):
         with contextlib.suppress(subprocess.SubprocessError):
-            subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, command, name], capture_output=True, timeout=60)
+            subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *command], capture_output=True, timeout=60)
 
 
 @pytest.fixture

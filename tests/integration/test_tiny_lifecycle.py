@@ -9,19 +9,17 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.guests import TINY_CMDLINE, TinyGuest, tiny_guest
+from tests.guests import TinyGuest, tiny_guest
+from tests.tiny_cli import VIRTAINER, serial_log, tiny_up_args, virtainer
 from tests.waiting import wait_until
 from virtainer.hypervisor import Hypervisor
 
 pytestmark = pytest.mark.guest
-VIRTAINER = [sys.executable, "-m", "virtainer.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +27,10 @@ def tiny() -> TinyGuest:
     return tiny_guest()
 
 
-def virtainer(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*VIRTAINER, *args], capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"virtainer {' '.join(args)} exited {done.returncode}:\n{done.stderr}{done.stdout}")
-    return done
-
-
 def up_args(tiny: TinyGuest, name: str, vm_dir: Path, *extra: str, base: Path | None = None) -> list[str]:
-    return [
-        "up", name, "--image", str(base or tiny.base_image), "--kernel", str(tiny.kernel),
-        "--initrd", str(tiny.initrd), "--cmdline", TINY_CMDLINE, "--memory", "256", "--vcpus", "1",
-        "--state-dir", str(vm_dir / "state"), "--diff", str(vm_dir / "diff.qcow2"), "--network", "none",
-        "--wait-for", "running", "--boot-timeout", "60", *extra,
-    ]  # fmt: skip
-
-
-def serial_log(vm_dir: Path) -> str:
-    path = vm_dir / "state" / "serial.log"
-    return path.read_text(errors="replace") if path.exists() else ""
+    args = tiny_up_args(tiny, name, vm_dir, *extra)
+    args[2:2] = ["--image", str(base or tiny.base_image), "--diff", str(vm_dir / "diff.qcow2")]
+    return args
 
 
 def sha256(path: Path) -> str:
