@@ -60,10 +60,12 @@ def test_images_build_from_debian_packages_and_are_cached(generic_build: Build) 
     base = docker("image", "inspect", "-f", "{{.Id}}", "virtainer/base:bookworm").stdout.strip()
     history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Comment}}", base).stdout
     assert "Imported from -" in history  # made here by mmdebstrap | docker import
+    # the session's build may be older than a source change: build, then build again at once
+    first = build_image("generic")
     again = build_image("generic")
-    print(f"\nTIMING image build: first {generic_build.seconds:.1f} s (cached={generic_build.cached}), "
-          f"second {again.seconds:.1f} s")  # fmt: skip
-    assert again.cached and again.tag == generic_build.tag
+    print(f"\nTIMING image build: session {generic_build.seconds:.1f} s (cached={generic_build.cached}), "
+          f"then {first.seconds:.1f} s, then {again.seconds:.1f} s")  # fmt: skip
+    assert again.cached and again.tag == first.tag
     assert again.seconds < 30
 
 
