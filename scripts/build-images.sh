@@ -73,9 +73,29 @@ BASE_ID=$(docker image inspect -f '{{.Id}}' "$BASE_REF" 2>/dev/null) \
 # shellcheck source=../container/images.env
 . "$REPO/container/images.env"
 
+stage_api_wheels() { # stage_api_wheels DIR: the REST API's wheels (container/api-requirements.txt)
+  # Downloaded here, with the host's pip settings, and cached by the list's hash: the image build
+  # itself then needs no network and compiles nothing.
+  local dir=$1 key cache pip
+  key=$(key_of < "$REPO/container/api-requirements.txt")
+  cache=${VIRTAINER_WHEEL_CACHE:-/var/cache/virtainer/api-wheels}/$key
+  if [ ! -f "$cache/.complete" ]; then
+    pip=("$REPO/.venv/bin/python" -m pip)
+    [ -x "$REPO/.venv/bin/python" ] || pip=(python3 -m pip)
+    rm -rf "$cache" && mkdir -p "$cache"
+    "${pip[@]}" download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+      --abi cp311 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+      -d "$cache" -r "$REPO/container/api-requirements.txt" || die "cannot download the API's wheels"
+    touch "$cache/.complete"
+  fi
+  mkdir -p "$dir/api-wheels"
+  cp "$cache"/*.whl "$dir/api-wheels/"
+}
+
 stage_context() { # stage_context DIR: the build context, nothing but what the image needs
   local dir=$1
   mkdir -p "$dir/guest"
+  stage_api_wheels "$dir"
   cp "$REPO"/container/Dockerfile "$REPO"/container/entrypoint.py "$REPO"/container/qemu.conf \
     "$REPO"/container/healthcheck.sh "$REPO"/container/fetch-image.py "$dir/"
   (cd "$REPO" && find virtainer -name __pycache__ -prune -o -type f \( -name '*.py' -o -name '*.j2' -o -name py.typed \) -print0 \
@@ -117,7 +137,7 @@ build_variant() {
   key=$( {
     echo "virtainer-image $variant $BASE_ID $url $sha256 $sha512 $file_sha $os_variant"
     cat "$REPO"/container/Dockerfile "$REPO"/container/entrypoint.py "$REPO"/container/qemu.conf \
-      "$REPO"/container/healthcheck.sh "$REPO"/container/fetch-image.py
+      "$REPO"/container/healthcheck.sh "$REPO"/container/fetch-image.py "$REPO"/container/api-requirements.txt
     (cd "$REPO" && find virtainer -name __pycache__ -prune -o -type f \( -name '*.py' -o -name '*.j2' \) -print \
       | LC_ALL=C sort | xargs sha256sum)
   } | key_of)

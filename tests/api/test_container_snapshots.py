@@ -54,25 +54,25 @@ def test_list_and_revert_after_a_new_docker_run(generic_image: str, tiny: TinyGu
     token = "container-" + secrets.token_hex(12)
     first, http = run_vm(generic_image, tiny, snapshot_volume, token)
     try:
-        with http:
-            assert http.post("/v1/vms/vm/snapshots", json={"name": "disk-1"}).status_code == 201
-            assert http.post("/v1/vms/vm/snapshots", json={"name": "mem-1", "kind": "memory"}).status_code == 201
-            before = http.get("/v1/vms/vm/snapshots").json()
+        assert http.post("/v1/vms/vm/snapshots", json={"name": "disk-1"}).status_code == 201
+        assert http.post("/v1/vms/vm/snapshots", json={"name": "mem-1", "kind": "memory"}).status_code == 201
+        before = http.get("/v1/vms/vm/snapshots").json()
         assert first.stop() is not None
     finally:
+        http.close()
         first.remove()
     assert sorted(path.name for path in snapshot_volume.glob("*.snapshots/*.xml")) == ["disk-1.xml", "mem-1.xml"]
 
     second, http = run_vm(generic_image, tiny, snapshot_volume, token)
     try:
-        with http:
-            assert second.logs().count("snapshots restored from the volume: disk-1, mem-1") == 1
-            assert http.get("/v1/vms/vm/snapshots").json() == before
-            for snapshot in ("mem-1", "disk-1"):
-                reverted = http.post(f"/v1/vms/vm/snapshots/{snapshot}/revert", timeout=120)
-                assert reverted.status_code == 200, reverted.text
-                assert reverted.json()["state"] == "running"
-            assert second.running()  # a revert's power cycle does not end the container
-            assert http.delete("/v1/vms/vm/snapshots/disk-1").status_code == 204
+        assert second.logs().count("snapshots restored from the volume: disk-1, mem-1") == 1
+        assert http.get("/v1/vms/vm/snapshots").json() == before
+        for snapshot in ("mem-1", "disk-1"):
+            reverted = http.post(f"/v1/vms/vm/snapshots/{snapshot}/revert", timeout=120)
+            assert reverted.status_code == 200, reverted.text
+            assert reverted.json()["state"] == "running"
+        assert second.running()  # a revert's power cycle does not end the container
+        assert http.delete("/v1/vms/vm/snapshots/disk-1").status_code == 204
     finally:
+        http.close()
         second.remove()
