@@ -29,7 +29,8 @@ def test_start_serve_and_tell_requested_power_offs(seam_vm: TinyVm, tmp_path: Pa
     environ["VIRTAINER_API_TOKEN_FILE"] = str(tmp_path / "token")
     lines: list[str] = []
     assert container.reserved_ports(environ) == (port,)
-    handle = container.start(environ, seam_vm.name, lines.append)
+    ready: list[str] = []
+    handle = container.start(environ, seam_vm.name, lines.append, on_ready=lambda vm, _r: ready.append(vm))
     assert handle is not None
     try:
         token = (tmp_path / "token").read_text().strip()
@@ -45,6 +46,7 @@ def test_start_serve_and_tell_requested_power_offs(seam_vm: TinyVm, tmp_path: Pa
             assert container.off_on_request(handle, seam_vm.name)  # asked for: not a guest power-off
             assert http.post(f"/v1/vms/{seam_vm.name}/start").status_code == 200
             assert not container.off_on_request(handle, seam_vm.name)
+            wait_until(lambda: ready == [seam_vm.name], 30, "on_ready after the start")
             assert http.get("/readyz").status_code == 200
     finally:
         container.stop(handle)

@@ -73,6 +73,14 @@ def test_list_and_revert_after_a_new_docker_run(generic_image: str, tiny: TinyGu
             assert reverted.json()["state"] == "running"
         assert second.running()  # a revert's power cycle does not end the container
         assert http.delete("/v1/vms/vm/snapshots/disk-1").status_code == 204
+
+        # a stop through the API leaves the container up; a start makes it healthy again
+        assert http.post("/v1/vms/vm/destroy").status_code == 200
+        wait_until(lambda: second.exec("test", "-e", "/run/virtainer/ready").returncode != 0, 10, "not ready")
+        assert second.running()
+        assert http.post("/v1/vms/vm/start").status_code == 200
+        wait_until(lambda: second.exec("test", "-e", "/run/virtainer/ready").returncode == 0, 60, "ready again")
+        assert second.running()
     finally:
         http.close()
         second.remove()

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 import virtainer
 from virtainer.api.auth import resolve_token
-from virtainer.api.backend import Backend
+from virtainer.api.backend import Backend, OnReady
 from virtainer.api.errors import install_error_handlers
 from virtainer.api.events import EventHub
 from virtainer.api.routes import events, health, snapshots, vms
@@ -30,9 +30,11 @@ def _announce(line: str) -> None:
     sys.stderr.flush()
 
 
-def create_app(settings: ApiSettings, *, announce: Callable[[str], None] = _announce) -> FastAPI:
+def create_app(
+    settings: ApiSettings, *, announce: Callable[[str], None] = _announce, on_ready: OnReady | None = None
+) -> FastAPI:
     hub = EventHub()
-    backend = Backend(settings, hub)
+    backend = Backend(settings, hub, on_ready=on_ready)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -75,10 +75,14 @@ class OperationGuard:
                 self._running.pop(vm, None)
 
 
+OnReady = Callable[[str, Readiness], None]
+
+
 class Backend:
-    def __init__(self, settings: ApiSettings, events: EventHub) -> None:
+    def __init__(self, settings: ApiSettings, events: EventHub, *, on_ready: OnReady | None = None) -> None:
         self.settings = settings
         self.events = events
+        self.on_ready = on_ready  # e.g. the container's health file, after a start through the API
         self.guard = OperationGuard()
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="virtainer-api")
         self._hv: Hypervisor | None = None
@@ -211,7 +215,8 @@ class Backend:
             await asyncio.sleep(interval_s)
 
     def track_readiness(self, vm: str) -> None:
-        """After a start: record readiness stages (readiness.json) and publish them as events."""
+        """After a (re)start: record readiness stages (readiness.json), publish them as events, and
+        call on_ready once every wanted stage is reached."""
         self._executor.submit(self._wait_ready, vm)
 
     def _wait_ready(self, vm: str) -> None:
@@ -232,6 +237,8 @@ class Backend:
                 record.write_text(readiness.to_json())
             stop = self._readiness_stop
             wait_until_ready(hv, vm, readiness, timeout_s=600, on_stage=on_stage, stop=stop)
+            if readiness.ready and self.on_ready is not None:
+                self.on_ready(vm, readiness)
         except (VirtainerError, OSError) as error:  # the VM stopped or never got ready
             log.info("readiness of %s: %s", vm, error)
 

@@ -21,6 +21,7 @@ from virtainer.errors import ConfigError, VirtainerError
 
 if TYPE_CHECKING:
     from virtainer.api.server import ServerHandle
+    from virtainer.readiness import Readiness
 
 CONTAINER_LISTEN = "0.0.0.0"  # reachable at the container's address (-p publishes it)
 
@@ -45,9 +46,15 @@ def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:
     return (int(text),)
 
 
-def start(environ: Mapping[str, str], vm: str, announce: Callable[[str], None]) -> ServerHandle | None:
+def start(
+    environ: Mapping[str, str],
+    vm: str,
+    announce: Callable[[str], None],
+    on_ready: Callable[[str, Readiness], None] | None = None,
+) -> ServerHandle | None:
     """Serve the API for `vm` on a daemon thread. A VM without its API is still a VM: a failure
-    to start is announced, not fatal."""
+    to start is announced, not fatal. on_ready(vm, readiness): the VM got ready again after a
+    start or revert through the API (the container marks itself healthy again)."""
     if not enabled(environ):
         return None
     try:  # FastAPI, uvicorn and pydantic only when the API is wanted
@@ -59,7 +66,7 @@ def start(environ: Mapping[str, str], vm: str, announce: Callable[[str], None]) 
     try:
         listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
         wanted = ApiSettings.from_env(environ, listen=listen, vms=(vm,))
-        handle = run_in_thread(wanted, announce=announce)
+        handle = run_in_thread(wanted, announce=announce, on_ready=on_ready)
     except VirtainerError as error:
         announce(f"REST API not started: {error}")
         return None

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from virtainer.api.app import create_app
-from virtainer.api.backend import Backend, OperationGuard
+from virtainer.api.backend import Backend, OnReady, OperationGuard
 from virtainer.api.settings import ApiSettings
 from virtainer.errors import VirtainerError
 
@@ -77,10 +77,18 @@ class ServerHandle:
 
 
 def run_in_thread(
-    settings: ApiSettings, *, startup_timeout_s: float = 15.0, announce: Callable[[str], None] | None = None
+    settings: ApiSettings,
+    *,
+    startup_timeout_s: float = 15.0,
+    announce: Callable[[str], None] | None = None,
+    on_ready: OnReady | None = None,
 ) -> ServerHandle:
     """Start the API on a daemon thread; returns once it accepts connections."""
-    app = create_app(settings, announce=announce) if announce else create_app(settings)
+    app = (
+        create_app(settings, announce=announce, on_ready=on_ready)
+        if announce
+        else create_app(settings, on_ready=on_ready)
+    )
     server = build_server(settings, app)
     failure: list[BaseException] = []
 

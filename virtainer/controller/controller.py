@@ -126,7 +126,9 @@ class Controller:
         if self.console is not None:
             self.console.start()
         self._report_started(plan, result)
-        self.api = api_container.start(self.environ, spec.name, self.sink.line)
+        self.api = api_container.start(
+            self.environ, spec.name, self.sink.line, on_ready=lambda _vm, readiness: self.ready_file.mark(readiness)
+        )
         self.readiness = result.readiness
         threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
         return self._supervise()

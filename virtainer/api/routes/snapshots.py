@@ -55,4 +55,7 @@ async def delete_snapshot(name: VmName, snapshot: SnapName, backend: BackendDep)
     **MUTATING,
 )
 async def revert_snapshot(name: VmName, snapshot: SnapName, backend: BackendDep) -> RevertResult:
-    return await backend.operate(name, "revert", actions.revert_snapshot, snapshot)
+    result = await backend.operate(name, "revert", actions.revert_snapshot, snapshot)
+    if result.state == "running":
+        backend.track_readiness(name)  # a disk revert booted it again; a memory one resumed it
+    return result
