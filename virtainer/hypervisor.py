@@ -324,9 +324,7 @@ class Hypervisor:
     # Snapshots are internal (inside the diff qcow2): they travel with the volume, and the
     # read-only base is never written. virtainer/snapshots.py decides what to call, and when.
 
-    def snapshot_create(
-        self, name: str, xml: str, *, redefine: bool = False, current: bool = False
-    ) -> None:
+    def snapshot_create(self, name: str, xml: str, *, redefine: bool = False, current: bool = False) -> None:
         """Create (or, with redefine, only record in libvirt) one snapshot from its XML."""
         flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC if not redefine else 0
         if redefine:
@@ -463,6 +461,9 @@ def _snapshot_error(error: libvirt.libvirtError, name: str, action: str) -> Virt
         return NotFoundError(f"no VM named '{name}'")
     if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY):
         return ConflictError(f"cannot {action} a snapshot of '{name}' now: {message}")
+    if code in (libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+        # e.g. memory snapshots of a VM with UEFI (pflash) firmware, which libvirt 9.0 refuses
+        return ConflictError(f"cannot {action} this snapshot of '{name}': {message}")
     return HypervisorError(f"snapshot {action} on '{name}' failed: {message}")
 
 

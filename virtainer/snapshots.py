@@ -201,6 +201,7 @@ def create(
     """Take a snapshot of a running or stopped VM and record it on the volume."""
     diff = diff_of(hv, vm)
     name = check_name(name or default_name())
+    _require_qcow2(diff)
     if name in hv.snapshot_names(vm):
         raise ConflictError(f"VM '{vm}' already has a snapshot named '{name}'")
     state = hv.state(vm)
@@ -220,6 +221,16 @@ def create(
     SnapshotStore(diff).save(name, hv.snapshot_xml(vm, name), extras)
     _save_current(hv, vm, diff)
     return get(hv, vm, name)
+
+
+def _require_qcow2(diff: Path) -> None:
+    """Internal snapshots live in qcow2 clusters: a raw system disk cannot hold one."""
+    disk_format = storage.image_info(diff).get("format")
+    if disk_format != "qcow2":
+        raise ConflictError(
+            f"the VM's disk {diff} is {disk_format}: snapshots need a qcow2 disk",
+            hint="convert it (qemu-img convert -O qcow2) while the VM is stopped",
+        )
 
 
 def _create_disk_live(hv: Hypervisor, vm: str, name: str, diff: Path, description: str) -> bool:
