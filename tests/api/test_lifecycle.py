@@ -114,10 +114,13 @@ def test_event_stream_reports_operations_and_lifecycle(api: ApiServer, tiny_vm: 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert connected.wait(10)
+    ready_lines = tiny_vm.serial_log.count("GUEST-READY")
     with api.client() as http:
         ok(http.post(f"/v1/vms/{tiny_vm.name}/destroy"))
         ok(http.post(f"/v1/vms/{tiny_vm.name}/start"))
     listener.join(30)
+    # the next test stops it with ACPI: this boot must get as far as acpid first
+    wait_until(lambda: tiny_vm.serial_log.count("GUEST-READY") > ready_lines, 60, "the new boot's GUEST-READY")
     seen = [(event["type"], event.get("operation") or event.get("event")) for event in events]
     assert ("operation", "destroy") in seen
     assert ("lifecycle", "stopped") in seen
