@@ -29,6 +29,7 @@ from virtainer.hypervisor import Hypervisor
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
 
 T = TypeVar("T")
+STALE_FACTOR = 3  # a cached status older than this many TTLs is never served
 log = logging.getLogger("virtainer.api")
 
 
@@ -90,6 +91,7 @@ class Backend:
         self._watch: int | None = None
         self._cache: dict[str, tuple[float, models.VmPublic]] = {}
         self._encoded: dict[str, tuple[models.VmPublic, bytes]] = {}
+        self._generation: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[models.VmPublic]] = {}
         self._readiness_stop = threading.Event()
 
@@ -110,7 +112,7 @@ class Backend:
         return hv is not None and hv.alive()
 
     def _on_lifecycle(self, vm: str, event: str, detail: str) -> None:
-        self._cache.pop(vm, None)
+        self._invalidate(vm)
         self.events.publish("lifecycle", vm, event=event, detail=detail)
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
@@ -140,21 +142,43 @@ class Backend:
         return await self.run(lambda hv: hv.list_names())
 
     async def status(self, vm: str) -> models.VmPublic:
+        """Cached for status_ttl_s; for a few TTLs more the cached status is served while a fresh
+        one loads in the background (so pollers never queue behind libvirt). Operations and
+        lifecycle events drop the entry: the next read then waits for a fresh one."""
         self.check_visible(vm)
         cached = self._cache.get(vm)
-        if cached and time.monotonic() - cached[0] < self.settings.status_ttl_s:
+        age = time.monotonic() - cached[0] if cached else None
+        if cached and age is not None and age < self.settings.status_ttl_s * STALE_FACTOR:
+            if age >= self.settings.status_ttl_s:
+                self._refresh(vm).add_done_callback(_ignore_failure)
             return _with_operation(cached[1], self.guard.current(vm))
+        status = await asyncio.shield(self._refresh(vm))
+        return _with_operation(status, self.guard.current(vm))
+
+    def _refresh(self, vm: str) -> asyncio.Future[models.VmPublic]:
         loading = self._loading.get(vm)
         if loading is None:  # single flight: concurrent readers share one libvirt round trip
             loading = asyncio.ensure_future(self._load_status(vm))
             self._loading[vm] = loading
-            loading.add_done_callback(lambda _f: self._loading.pop(vm, None))
-        status = await asyncio.shield(loading)
-        return _with_operation(status, self.guard.current(vm))
+            loading.add_done_callback(lambda done: self._forget_load(vm, done))
+        return loading
+
+    def _forget_load(self, vm: str, done: asyncio.Future[models.VmPublic]) -> None:
+        if self._loading.get(vm) is done:
+            del self._loading[vm]
+
+    def _invalidate(self, vm: str) -> None:
+        """Thread-safe enough: dict operations are atomic, and a load that began before this
+        call sees the generation changed and does not store what it read."""
+        self._generation[vm] = self._generation.get(vm, 0) + 1
+        self._cache.pop(vm, None)
+        self._loading.pop(vm, None)  # readers from now on wait for a load that starts after this
 
     async def _load_status(self, vm: str) -> models.VmPublic:
+        generation = self._generation.get(vm, 0)
         status = await self.run(actions.vm_status, vm)
-        self._cache[vm] = (time.monotonic(), status)
+        if self._generation.get(vm, 0) == generation:
+            self._cache[vm] = (time.monotonic(), status)
         self._encoded.pop(vm, None)
         return status
 
@@ -189,7 +213,7 @@ class Backend:
                 self.events.publish("operation", vm, **failed)
                 raise
             finally:
-                self._cache.pop(vm, None)
+                self._invalidate(vm)
             state = getattr(result, "state", None)  # power operations and reverts say where they left it
             if isinstance(state, str):
                 self.guard.record_state(vm, state)
@@ -209,7 +233,7 @@ class Backend:
                     for stage in await self.run(_recorded_stages, vm):
                         if (stage.stage, stage.at) not in seen.setdefault(vm, set()):
                             seen[vm].add((stage.stage, stage.at))
-                            self._cache.pop(vm, None)
+                            self._invalidate(vm)
                             details = {"stage": stage.stage, "elapsed_s": stage.elapsed_s}
                             self.events.publish("readiness", vm, **details, detail=stage.detail)
             await asyncio.sleep(interval_s)
@@ -229,7 +253,7 @@ class Backend:
             def on_stage(stage: StageRecord) -> None:
                 if record is not None:
                     record.write_text(readiness.to_json())
-                self._cache.pop(vm, None)
+                self._invalidate(vm)
                 details = {"stage": stage.stage, "elapsed_s": stage.elapsed_s, "detail": stage.detail}
                 self.events.publish("readiness", vm, **details)
 
@@ -251,3 +275,9 @@ def _recorded_stages(hv: Hypervisor, vm: str) -> list[StageRecord]:
     state_dir = hv.metadata(vm).get("state-dir") if hv.exists(vm) else None
     readiness = Readiness.load(Path(state_dir) / "readiness.json") if state_dir else None
     return readiness.records() if readiness else []
+
+
+def _ignore_failure(future: asyncio.Future[models.VmPublic]) -> None:
+    """A background refresh that failed (VM undefined meanwhile): the next read reports it."""
+    if not future.cancelled():
+        future.exception()
