@@ -7,8 +7,9 @@ no file that hangs off the diff, and never writes the base. External snapshots w
 
 libvirt keeps snapshot metadata outside the disk (lost with the container), so every change is
 mirrored to `<diff>.snapshots/` on the volume (`<snap>.xml` as libvirt described it, `<snap>.json`
-with virtainer's extras, `index.json` naming the current one). `restore_saved` redefines them
-into libvirt (VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE) when a domain is defined on that diff.
+with virtainer's extras, `.index.json` naming the current one: a dot file, as no snapshot name
+starts with a dot). `restore_saved` redefines them into libvirt
+(VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE) when a domain is defined on that diff.
 
 How each case maps onto libvirt 9.0 (checked on real guests):
 - stopped VM, disk: libvirt's internal snapshot (`qemu-img snapshot -c`).
@@ -110,14 +111,14 @@ class SnapshotStore:
 
     def current(self) -> str | None:
         try:
-            value = json.loads((self.root / "index.json").read_text()).get("current")
+            value = json.loads((self.root / ".index.json").read_text()).get("current")
         except (OSError, ValueError, AttributeError):
             return None
         return str(value) if value else None
 
     def set_current(self, name: str | None) -> None:
         self.root.mkdir(mode=0o700, exist_ok=True)
-        _write(self.root / "index.json", json.dumps({"current": name}) + "\n")
+        _write(self.root / ".index.json", json.dumps({"current": name}) + "\n")
 
 
 def _write(path: Path, text: str) -> None:

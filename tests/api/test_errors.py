@@ -53,9 +53,11 @@ def test_wrong_state_is_a_conflict(api: ApiServer, tiny_vm: TinyVm) -> None:
         message = error_of(http.post(f"{vm}/snapshots", json={"kind": "memory"}), 409, "conflict")
         assert "memory snapshot needs a running VM" in message
         assert http.post(f"{vm}/start").status_code == 200
-        assert http.post(f"{vm}/snapshots", json={"name": "twice"}).status_code == 201
-        assert "already has" in error_of(http.post(f"{vm}/snapshots", json={"name": "twice"}), 409, "conflict")
-        assert http.delete(f"{vm}/snapshots/twice").status_code == 204
+        # "index": a name that must not collide with the record's own files beside the diff
+        assert http.post(f"{vm}/snapshots", json={"name": "index"}).status_code == 201
+        assert "already has" in error_of(http.post(f"{vm}/snapshots", json={"name": "index"}), 409, "conflict")
+        assert http.get(f"{vm}/snapshots/index").json()["current"] is True
+        assert http.delete(f"{vm}/snapshots/index").status_code == 204
 
 
 @pytest.mark.parametrize(

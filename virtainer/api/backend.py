@@ -107,10 +107,6 @@ class Backend:
                 self._watch = self._hv.watch_lifecycle(self._on_lifecycle)
             return self._hv
 
-    def libvirt_alive(self) -> bool:
-        hv = self._hv
-        return hv is not None and hv.alive()
-
     def _on_lifecycle(self, vm: str, event: str, detail: str) -> None:
         self._invalidate(vm)
         self.events.publish("lifecycle", vm, event=event, detail=detail)
