@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from virtainer import storage
+from virtainer import snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
 from virtainer.domain import render_domain_xml
@@ -248,8 +248,6 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
 
 def _restore_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None:
     """Snapshots live inside the diff; libvirt learns of them again from the record beside it."""
-    from virtainer import snapshots  # late: snapshots builds on this module's layers too
-
     report = snapshots.restore_saved(hv, spec.name, spec.diff_path)
     if report.restored:
         reporter.step(f"snapshots restored from the volume: {', '.join(report.restored)}")
