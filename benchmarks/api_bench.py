@@ -16,6 +16,7 @@ import asyncio
 import multiprocessing
 import random
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,14 @@ def main() -> int:
     tiny_guest()
     spec_dir = root / "vm"
     spec_dir.mkdir(mode=0o755)
+    try:
+        run_benchmarks(args, spec_dir, token)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def run_benchmarks(args: argparse.Namespace, spec_dir: Path, token: str) -> None:
     with booted_tiny(spec_dir, prefix="bench") as vm:
         with Hypervisor() as hv:  # grow the diff to 1 GiB and fill 512 MiB of it, then boot again
             machine.destroy(hv, vm.name)
@@ -169,7 +178,6 @@ def main() -> int:
             for label, values in measure_snapshots(http, vm.name, args.rounds).items():
                 shown = " ".join(f"{value:.2f}" for value in values)
                 print(f"  {label:24} median {statistics.median(values):.2f}  max {max(values):.2f}   [{shown}]")
-    return 0
 
 
 if __name__ == "__main__":
