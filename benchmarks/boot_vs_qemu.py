@@ -68,10 +68,8 @@ def poll_ssh(key: Path, mac: str, started: float, deadline_s: float = 600) -> fl
     raise TimeoutError(f"no SSH within {deadline_s} s")
 
 
-def forget_leases() -> None:
-    """A stale lease for a reused MAC would make a guest look reachable before it is."""
-    subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-destroy", "default"], capture_output=True, check=False)
-    subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-start", "default"], capture_output=True, check=True)
+def fresh_mac() -> str:
+    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in os.urandom(3))
 
 
 def bare_qemu(work: Path, base: Path, seed: Path, key: Path, vcpus: int, memory: int, mac: str) -> Run:
@@ -134,6 +132,7 @@ def main() -> int:
     parser.add_argument("--vcpus", type=int, default=2)
     parser.add_argument("--memory", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (serial logs) for inspection")
     args = parser.parse_args()
     if not BRIDGE_CONF.exists() or f"allow {BRIDGE}" not in BRIDGE_CONF.read_text():
         BRIDGE_CONF.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +148,7 @@ def main() -> int:
         for round_index in range(args.rounds):
             order = ["bare", "virtainer"] if round_index % 2 == 0 else ["virtainer", "bare"]
             for who in order:
-                forget_leases()
-                mac = f"52:54:00:be:{round_index:02x}:{0 if who == 'bare' else 1:02x}"
+                mac = fresh_mac()  # a MAC never seen before: no stale DHCP lease can answer for it
                 if who == "bare":
                     run = bare_qemu(work, base, seed, key.private, args.vcpus, args.memory, mac)
                 else:
@@ -158,7 +156,10 @@ def main() -> int:
                 runs.append(run)
                 print(f"round {round_index + 1}: {run.who:13s} ssh {run.ssh_s:6.1f} s", file=sys.stderr)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     report(runs, args.json)
     return 0
 
