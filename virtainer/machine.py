@@ -126,6 +126,7 @@ def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
         formats[spec.diff_path] = storage.standalone_disk_format(spec)
         diff_exists = True
         reporter.step(f"system disk {spec.diff_path} ({formats[spec.diff_path]}, no backing file: used as it is)")
+    storage.check_disk_size(spec, identity)
     seed, seed_path = _plan_seed(spec)
     offers_kvm = hv.offers_kvm() if hv is not None and spec.accelerator != "tcg" else None
     accelerator = choose_accelerator(spec.accelerator, libvirt_offers_kvm=offers_kvm)

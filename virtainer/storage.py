@@ -340,13 +340,30 @@ def _point_diff_at(diff: Path, base: Path, identity: BaseIdentity) -> None:
         qemu_img("rebase", "-u", "-f", "qcow2", "-F", identity.format, "-b", str(base.resolve()), str(diff))
 
 
-def grow_diff(diff: Path, size_mib: int, disk_format: str = "qcow2") -> None:
-    current = int(image_info(diff)["virtual-size"])  # type: ignore[call-overload]
-    wanted = size_mib * 1024 * 1024
-    if wanted < current:
+def check_disk_size(spec: VmSpec, identity: BaseIdentity | None) -> None:
+    """Refuse a disk_size below the disk's current size before anything is written."""
+    if not spec.disk_size_mib:
+        return
+    if spec.diff_path.exists():
+        current = int(image_info(spec.diff_path)["virtual-size"])  # type: ignore[call-overload]
+    elif identity is not None:
+        current = identity.virtual_size  # a new overlay starts at its base's size
+    else:
+        return
+    _refuse_shrinking(spec.disk_size_mib, current)
+
+
+def _refuse_shrinking(size_mib: int, current: int) -> None:
+    if size_mib * 1024 * 1024 < current:
         raise ConfigError(
             "disk_size", f"{size_mib}M", f"at least the disk's current size ({current // 2**20}M); disks never shrink"
         )
+
+
+def grow_diff(diff: Path, size_mib: int, disk_format: str = "qcow2") -> None:
+    current = int(image_info(diff)["virtual-size"])  # type: ignore[call-overload]
+    wanted = size_mib * 1024 * 1024
+    _refuse_shrinking(size_mib, current)
     if wanted > current:
         qemu_img("resize", "-q", "-f", disk_format, str(diff), str(wanted))
 

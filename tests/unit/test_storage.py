@@ -152,3 +152,21 @@ def test_download_with_wrong_sha256_is_refused(tmp_path: Path, http_server: tupl
     assert not list((tmp_path / "cache").rglob("*.qcow2*"))
     with pytest.raises(ImageError, match="HTTP 404"):
         storage.fetch_base_image(ImageSource(url=f"{url}/missing.qcow2", sha256="0" * 64))
+
+
+def test_shrinking_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    """Even a diff that would be repointed at this machine's base is left byte for byte."""
+    from virtainer.machine import QuietReporter, plan_up
+
+    base = make_base(tmp_path / "mine" / "base.qcow2")
+    spec = spec_for(base, tmp_path / "diff.qcow2", disk_size="1G")
+    storage.prepare_diff(spec, base, storage.base_identity(base))
+    (tmp_path / "teammate").mkdir()
+    moved = tmp_path / "teammate" / "base.qcow2"
+    moved.write_bytes(base.read_bytes())
+    before = sha256(spec.diff_path)
+    smaller = spec_for(moved, spec.diff_path, disk_size="512M", accelerator="tcg", password_policy="none")
+    with pytest.raises(ConfigError, match="disks never shrink"):
+        plan_up(smaller, None, QuietReporter())
+    assert sha256(spec.diff_path) == before
+    assert storage.image_info(spec.diff_path)["backing-filename"] == str(base)
