@@ -16,7 +16,7 @@ PACKAGES=(
   mmdebstrap e2fsprogs fdisk grub-pc-bin                      # test guest images, no loop devices
   openssh-client iproute2 procps ca-certificates curl tini
 )
-[ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io)
+[ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman)  # podman: the rootful-Podman container test
 
 missing=()
 for package in "${PACKAGES[@]}"; do
