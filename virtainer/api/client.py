@@ -6,14 +6,16 @@ errors come back as the same VirtainerError classes (and so the same exit codes)
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from virtainer import errors
 from virtainer.api import actions, models
 from virtainer.hypervisor import Hypervisor
+
+if TYPE_CHECKING:
+    import httpx
 
 M = TypeVar("M", bound=BaseModel)
 _ERRORS: dict[int, type[errors.VirtainerError]] = {
@@ -63,6 +65,9 @@ class LocalClient:
 
 class RemoteClient:
     def __init__(self, url: str, token: str | None, *, timeout_s: float = 3700.0) -> None:
+        import httpx  # here, not at module level: every `virtainer` command would pay for it
+
+        self._http_error = httpx.HTTPError
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
 
@@ -72,7 +77,7 @@ class RemoteClient:
     def _call(self, method: str, path: str, json: Any = None) -> Any:
         try:
             response = self.http.request(method, path, json=json)
-        except httpx.HTTPError as error:
+        except self._http_error as error:
             raise errors.VirtainerError(f"cannot reach the API at {self.http.base_url}: {error}") from None
         if response.status_code >= 400:
             raise _error_from(response)
