@@ -17,6 +17,10 @@ from virtainer.profiles import HYPERV_SPINLOCK_RETRIES, PROFILES, Profile
 from virtainer.spec import VmSpec
 
 METADATA_NS = "https://virtainer.dev/xmlns/vm/1"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+USER_NETDEV_ID = "vtnet0"
+# QEMU's device for each NIC model a profile may choose
+_QEMU_NIC_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139"}
 LIBVIRT_SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
 
 
@@ -107,6 +111,7 @@ def metadata_values(given: LayoutInput) -> dict[str, object]:
     spec = given.spec
     return {
         "metadata_ns": METADATA_NS,
+        "qemu_ns": QEMU_NS,
         "accelerator": given.accelerator.kind,
         "accelerator_reason": given.accelerator.reason,
         "diff_path": str(spec.diff_path),
@@ -183,11 +188,36 @@ def disk_values(given: LayoutInput) -> dict[str, object]:
 
 
 def network_values(given: LayoutInput) -> dict[str, object]:
-    spec = given.spec
-    if spec.network.mode == "none":
-        return {"nic": None}
+    """A libvirt <interface>; or, for user-mode networking with port forwards, an isolated guest or
+    a chosen LAN, QEMU's own -netdev user (libvirt 9.0 forwards no port for slirp, and its passt
+    backend, which would, is not built in Debian 12's)."""
+    spec, net = given.spec, given.spec.network
+    if net.mode == "none":
+        return {"nic": None, "qemu_args": []}
     mac = spec.mac_address or default_mac(spec)
-    return {"nic": NicLayout(spec.network.mode, spec.network.source, mac, spec.nic_model)}
+    if net.mode == "user" and net.controlled:
+        return {"nic": None, "qemu_args": user_netdev_args(spec, mac)}
+    return {"nic": NicLayout(net.mode, net.source, mac, spec.nic_model), "qemu_args": []}
+
+
+def user_netdev_args(spec: VmSpec, mac: str) -> list[str]:
+    """-netdev user,... with one hostfwd per forwarded port, and the NIC on it."""
+    net = spec.network
+    options = ["user", f"id={USER_NETDEV_ID}"]
+    if net.lan is not None:
+        # the same addresses as the container's NAT network: gateway .1, guest .2 (first lease)
+        options += [f"net={net.lan}", f"host={net.gateway}", f"dhcpstart={net.guest_ip}",
+                    f"dns={net.lan.network_address + 3}"]  # fmt: skip
+    if net.restrict:
+        options.append("restrict=on")
+    for rule in net.ports or ():
+        target = str(rule.target) if rule.target else ""
+        options += [f"hostfwd={rule.protocol}::{incoming}-{target}:{guest}" for incoming, guest in rule.pairs()]
+    # libvirt does not know this device: give it a root-bus slot libvirt leaves free (it fills pc's
+    # from 0x02 up; q35 has ICH9 at 0x1f and libvirt's PCI bridge, when one is needed, at 0x1e)
+    slot = "0x1b" if spec.machine == "q35" else "0x1f"
+    device = f"{_QEMU_NIC_DEVICES[spec.nic_model]},netdev={USER_NETDEV_ID},mac={mac},addr={slot}"
+    return ["-netdev", ",".join(options), "-device", device]
 
 
 def display_values(given: LayoutInput) -> dict[str, object]:

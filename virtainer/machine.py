@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,11 +18,11 @@ from typing import Literal, Protocol
 from virtainer import snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
-from virtainer.domain import render_domain_xml
+from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import DataDisk, VmSpec
+from virtainer.spec import DataDisk, VmSpec, spec_with
 
 
 class Reporter(Protocol):
@@ -111,8 +112,30 @@ class VmStatus:
 # up
 
 
+def nic_mac(spec: VmSpec) -> str:
+    """The NIC's MAC for this start: the setting; else the one recorded beside the diff; else, for
+    a diff made before MACs were recorded, the one derived from its path (what its guest has seen
+    so far); else a new random one. `up` records it beside the diff when none is recorded."""
+    if spec.mac_address:
+        return spec.mac_address
+    saved = storage.saved_mac(spec)
+    if saved:
+        return saved
+    if spec.diff_path.exists():
+        return default_mac(spec)
+    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(3))
+
+
+def with_nic_mac(spec: VmSpec) -> VmSpec:
+    """The spec with its NIC's MAC decided (call once per start: a new MAC is random)."""
+    if spec.network.mode == "none" or spec.mac_address:
+        return spec
+    return spec_with(spec, mac_address=nic_mac(spec))
+
+
 def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
     """Fetch and identify the base, check the diff, build the seed in memory. Writes no VM file."""
+    spec = with_nic_mac(spec)
     formats = {disk.path: _data_disk_format(disk) for disk in spec.data_disks}
     base: Path | None = None
     identity: storage.BaseIdentity | None = None
@@ -266,9 +289,11 @@ def wait_ready(
         reporter.stage(record)
 
     record_path.write_text(readiness.to_json())
+    forwarded_ssh = spec.network.incoming_port(22) if spec.network.mode == "user" else None
     return wait_until_ready(
-        hv, spec.name, readiness, timeout_s=spec.boot_timeout_s, on_stage=on_stage, stop=stop
-    )
+        hv, spec.name, readiness, timeout_s=spec.boot_timeout_s, on_stage=on_stage, stop=stop,
+        ssh_endpoint=("127.0.0.1", forwarded_ssh) if forwarded_ssh else None,
+    )  # fmt: skip
 
 
 def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
@@ -288,6 +313,8 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
     for disk in spec.data_disks:
         if disk.size_mib and storage.create_data_disk(disk.path, disk.size_mib):
             reporter.step(f"created data disk {disk.path}")
+    if spec.mac_address and spec.network.mode != "none" and storage.save_mac(spec, spec.mac_address):
+        reporter.step(f"NIC MAC {spec.mac_address} recorded in {spec.nic_record_path}")
     generated = None
     if plan.seed is not None and plan.seed_path is not None:
         write_seed_iso(plan.seed, plan.seed_path)

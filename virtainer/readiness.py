@@ -134,13 +134,17 @@ def wait_until_ready(
     timeout_s: float,
     on_stage: OnStage | None = None,
     stop: threading.Event | None = None,
+    ssh_endpoint: tuple[str, int] | None = None,
 ) -> Readiness:
-    """Poll the wanted stages until all are reached, the deadline passes, or `stop` is set."""
+    """Poll the wanted stages until all are reached, the deadline passes, or `stop` is set.
+
+    ssh_endpoint: where the guest's SSH answers when not at its address (user-mode networking:
+    a forwarded port on this host)."""
     probe = ReadinessProbe(hv, name)
     deadline = time.monotonic() + timeout_s
     stop = stop or threading.Event()
     while True:
-        _check_pending(probe, readiness, on_stage)
+        _check_pending(probe, readiness, on_stage, ssh_endpoint)
         if readiness.ready or stop.is_set():
             return readiness
         if time.monotonic() >= deadline:
@@ -152,7 +156,9 @@ def wait_until_ready(
         stop.wait(POLL_INTERVAL_S)
 
 
-def _check_pending(probe: ReadinessProbe, readiness: Readiness, on_stage: OnStage | None) -> None:
+def _check_pending(
+    probe: ReadinessProbe, readiness: Readiness, on_stage: OnStage | None, ssh_endpoint: tuple[str, int] | None
+) -> None:
     def reach(stage: Stage, detail: str) -> None:
         now = time.time()
         record = StageRecord(stage, now, round(now - readiness.started_at, 2), detail)
@@ -175,5 +181,6 @@ def _check_pending(probe: ReadinessProbe, readiness: Readiness, on_stage: OnStag
     agent_known = "agent" in readiness.reached or "agent" not in readiness.wanted
     if "cloud-init" in pending and agent_known and (detail := probe.cloud_init()):
         reach("cloud-init", detail)
-    if "ssh" in pending and readiness.address and (detail := probe.ssh(readiness.address)):
+    endpoint = ssh_endpoint or ((readiness.address, SSH_PORT) if readiness.address else None)
+    if "ssh" in pending and endpoint and (detail := probe.ssh(*endpoint)):
         reach("ssh", detail)

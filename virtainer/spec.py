@@ -40,6 +40,8 @@ VIDEO_MODELS = ("virtio", "vga", "cirrus", "bochs", "none")
 SUPRAVM_ROOT = Path("/opt/vm")  # SupraVM: /opt/vm/{SUPRA_APPS}/{VM_STORAGE_ID}/sys.qcow2 + dataN.qcow2
 SUPRAVM_VNC_PORT = 5999  # SupraVM's VM_GUEST_VNC=1: QEMU display :99
 VNC_BASE_PORT = 5900
+USER_FORWARDS_MAX = 1024  # user-mode networking forwards port by port: one hostfwd each
+USER_DEFAULT_PORTS = "tcp:22"  # what user-mode networking forwards in the container without rules
 IDE_DISKS_MAX = 3  # two IDE channels of two units each; hdc holds the seed cdrom
 
 
@@ -67,10 +69,82 @@ class DataDisk:
     mount: str | None = None
 
 
+Protocol = Literal["tcp", "udp"]
+PortRange = tuple[int, int]  # first, last (equal for one port)
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """Connections to the container's INCOMING port(s) go to the guest's port(s): `tcp:8080:80`.
+
+    target: an address inside the guest LAN other than the guest's own (None: the guest)."""
+
+    protocol: Protocol
+    incoming: PortRange
+    guest: PortRange
+    target: ipaddress.IPv4Address | None = None
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(incoming, guest) port by port."""
+        offset = self.guest[0] - self.incoming[0]
+        return [(port, port + offset) for port in range(self.incoming[0], self.incoming[1] + 1)]
+
+    def describe(self) -> str:
+        def text(ports: PortRange) -> str:
+            return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
+
+        target = f"{self.target}:" if self.target else ""
+        return f"{self.protocol}:{text(self.incoming)}->{target}{text(self.guest)}"
+
+
+@dataclass(frozen=True)
+class GuestForward:
+    """A guest connection to TARGET:TARGET-PORT is carried to REAL:REAL-PORT."""
+
+    protocol: Protocol
+    target: ipaddress.IPv4Address
+    target_port: int
+    real: ipaddress.IPv4Address
+    real_port: int
+
+    def describe(self) -> str:
+        return f"{self.protocol}:{self.target}:{self.target_port}->{self.real}:{self.real_port}"
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     mode: NetworkMode = "network"
     source: str = "default"  # libvirt network or host bridge name
+    # Network control (inside the virtainer container, or with user-mode networking):
+    # explicit redirects; None: every port but the container's own (NAT in the container), or
+    # only SSH (user-mode networking in the container: QEMU can only forward port by port)
+    ports: tuple[PortRule, ...] | None = None
+    forwards: tuple[GuestForward, ...] = ()
+    restrict: bool = False  # the guest reaches nothing but its explicit forwards
+    lan: ipaddress.IPv4Network | None = None  # None: chosen by the container / QEMU's 10.0.2.0/24
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address | None:
+        return self.lan.network_address + 1 if self.lan else None
+
+    @property
+    def guest_ip(self) -> ipaddress.IPv4Address | None:
+        """The guest's fixed address in its LAN (handed out by DHCP to its MAC)."""
+        return self.lan.network_address + 2 if self.lan else None
+
+    def incoming_port(self, guest_port: int, protocol: Protocol = "tcp") -> int | None:
+        """The incoming port an explicit rule forwards to this port of the guest, if any."""
+        for rule in self.ports or ():
+            if rule.protocol == protocol and rule.target is None:
+                for incoming, guest in rule.pairs():
+                    if guest == guest_port:
+                        return incoming
+        return None
+
+    @property
+    def controlled(self) -> bool:
+        """True when a network-control setting was given (ports, forwards, restrict, lan)."""
+        return self.ports is not None or bool(self.forwards or self.restrict or self.lan)
 
 
 @dataclass(frozen=True)
@@ -155,6 +229,11 @@ class VmSpec:
     def nvram_path(self) -> Path:
         """UEFI variables (boot entries, ...) live beside the diff and travel with it."""
         return self.diff_path.with_name(self.diff_path.name + ".nvram.fd")
+
+    @property
+    def nic_record_path(self) -> Path:
+        """The NIC's MAC address, recorded beside the diff: a copied diff keeps its NIC."""
+        return self.diff_path.with_name(self.diff_path.name + ".nic.json")
 
 
 @dataclass(frozen=True)
@@ -262,6 +341,56 @@ def _runcvm_display(text: str) -> int:
     return int(text)
 
 
+def _supravm_items(name: str, value: str, fields: int, accepted: str) -> list[list[str]]:
+    """SupraVM's lists: ("A:B:C" "D:E:F"), parentheses and quotes optional, blank-separated."""
+    text = value.strip()
+    if text.startswith("("):
+        if not text.endswith(")"):
+            raise ConfigError(name, value, accepted)
+        text = text[1:-1]
+    items: list[list[str]] = []
+    for item in text.split():
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'":
+            item = item[1:-1]
+        parts = item.split(":")
+        if len(parts) != fields or not all(parts):
+            raise ConfigError(name, value, accepted)
+        items.append(parts)
+    if not items:
+        raise ConfigError(name, value, accepted)
+    return items
+
+
+SUPRAVM_PORTS_FORM = '("TARGET-IP:TARGET-PORT:INCOMING-PORT" ...), TARGET-IP 0.0.0.0 for the guest'
+SUPRAVM_FORWARDS_FORM = '("TARGET-IP:TARGET-PORT:REAL-IP:REAL-PORT" ...)'
+
+
+def _ports_from_supravm(name: str, value: str, _environ: Mapping[str, str]) -> str:
+    """VM_TCP_PORTS='("0.0.0.0:3389:3389")' (target first, incoming last) -> tcp:3389:3389."""
+    rules = []
+    for target, target_port, incoming in _supravm_items(name, value, 3, SUPRAVM_PORTS_FORM):
+        guest = target_port if target == "0.0.0.0" else f"{target}:{target_port}"
+        rule = f"tcp:{incoming}:{guest}"
+        try:
+            parse_port_rule(rule)
+        except Invalid:
+            raise ConfigError(name, value, SUPRAVM_PORTS_FORM + ", ports from 1 to 65535") from None
+        rules.append(rule)
+    return " ".join(rules)
+
+
+def _forwards_from_supravm(name: str, value: str, _environ: Mapping[str, str]) -> str:
+    forwards = []
+    for parts in _supravm_items(name, value, 4, SUPRAVM_FORWARDS_FORM):
+        forward = "tcp:" + ":".join(parts)
+        try:
+            parse_guest_forward(forward)
+        except Invalid as invalid:
+            raise ConfigError(name, value, f"{SUPRAVM_FORWARDS_FORM}; {invalid}") from None
+        forwards.append(forward)
+    return " ".join(forwards)
+
+
 def _video_from_runcvm(_name: str, value: str, _environ: Mapping[str, str]) -> str:
     return "vga" if value.strip().lower() == "std" else value  # RunCVM's RUNCVM_QEMU_VGA=std
 
@@ -289,6 +418,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mac", "MAC address of the NIC", ("VM_MAC",)),
     Setting("disks", "extra disk: PATH[,SIZE] or PATH,MOUNT,FS,SIZE", ("RUNCVM_DISKS",), multi=True),
     Setting("network", "default, network:NAME, bridge:NAME, user or none"),
+    Setting("ports", "ports that reach the guest: [tcp:|udp:]PORT[-LAST][:GUEST-PORT] ... or none "
+            "(default: every port but the container's own; with user-mode networking tcp:22)",
+            ("VM_TCP_PORTS",), translate=_ports_from_supravm),
+    Setting("guest_forwards", "guest connections carried elsewhere: [tcp:|udp:]TARGET-IP:PORT:REAL-IP:PORT ...",
+            ("VM_GUEST_TCP_FWDS",), translate=_forwards_from_supravm),
+    Setting("guest_restrict", "1: the guest reaches nothing but its guest_forwards (inbound ports still work)",
+            ("VM_GUEST_RESTRICT",)),
+    Setting("guest_lan", "the guest's LAN, e.g. 192.168.199.0/24 (default: one no route of the container uses)",
+            ("VM_GUEST_LAN",)),
     Setting("diff", "path of the qcow2 diff (the VM's persistent disk)"),
     Setting("image_dir", "directory for the diff, as local_image.qcow2", ("IMAGE_DIR",)),
     Setting("state_dir", "directory for the seed, serial log and domain XML"),
@@ -585,6 +723,126 @@ def parse_network(value: object) -> NetworkSpec:
     raise Invalid(accepted)
 
 
+PORTS_FORM = (
+    "blank-separated rules [tcp:|udp:]PORT[:GUEST-PORT], a PORT may be a range FIRST-LAST "
+    "(tcp:8080:80 udp:5353:53 tcp:9000-9010), GUEST-PORT may follow an address in the guest LAN "
+    "(tcp:2222:192.168.122.5:22); or none"
+)
+FORWARDS_FORM = "blank-separated [tcp:|udp:]TARGET-IP:TARGET-PORT:REAL-IP:REAL-PORT (tcp:10.9.9.9:80:172.17.0.1:8080)"
+
+
+def _port_range(text: str) -> PortRange:
+    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text)
+    if not match:
+        raise Invalid(PORTS_FORM)
+    first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+    if not 1 <= first <= last <= 65535:
+        raise Invalid(f"{PORTS_FORM}; ports from 1 to 65535, a range FIRST-LAST with FIRST <= LAST")
+    return first, last
+
+
+def _list_items(value: object) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return [item for item in re.split(r"[\s,;]+", str(value).strip()) if item]
+
+
+def parse_port_rule(text: str) -> PortRule:
+    fields = text.split(":")
+    protocol: Protocol = "tcp"
+    if fields[0].lower() in ("tcp", "udp"):
+        protocol = fields.pop(0).lower()  # type: ignore[assignment]
+    target = None
+    if len(fields) == 3:
+        try:
+            target = ipaddress.IPv4Address(fields.pop(1))
+        except ValueError:
+            raise Invalid(f"{PORTS_FORM}; an IPv4 address before the guest port") from None
+        if target.is_unspecified or target.is_loopback or target.is_multicast:
+            raise Invalid(f"{PORTS_FORM}; an address in the guest LAN before the guest port")
+    if len(fields) not in (1, 2):
+        raise Invalid(PORTS_FORM)
+    incoming = _port_range(fields[0])
+    guest = _port_range(fields[-1])
+    if incoming[1] - incoming[0] != guest[1] - guest[0]:
+        raise Invalid(f"{PORTS_FORM}; a range maps to a range of the same length")
+    return PortRule(protocol, incoming, guest, target)
+
+
+def parse_port_rules(value: object) -> tuple[PortRule, ...]:
+    items = _list_items(value)
+    if items == ["none"]:
+        return ()
+    if not items:
+        raise Invalid(PORTS_FORM)
+    rules = tuple(parse_port_rule(item) for item in items)
+    taken: dict[str, set[int]] = {"tcp": set(), "udp": set()}
+    for rule in rules:
+        ports = set(range(rule.incoming[0], rule.incoming[1] + 1))
+        if ports & taken[rule.protocol]:
+            raise Invalid(f"{PORTS_FORM}; each incoming {rule.protocol} port in one rule only")
+        taken[rule.protocol] |= ports
+    return rules
+
+
+def _forward_address(text: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise Invalid(f"{FORWARDS_FORM}; {what} must be an IPv4 address") from None
+    if address.is_unspecified or address.is_loopback or address.is_multicast or address.is_reserved:
+        raise Invalid(f"{FORWARDS_FORM}; {what} must be a unicast address, not loopback or 0.0.0.0")
+    return address
+
+
+def parse_guest_forward(text: str) -> GuestForward:
+    fields = text.split(":")
+    protocol: Protocol = "tcp"
+    if fields[0].lower() in ("tcp", "udp"):
+        protocol = fields.pop(0).lower()  # type: ignore[assignment]
+    if len(fields) != 4:
+        raise Invalid(FORWARDS_FORM)
+    ports = []
+    for port in (fields[1], fields[3]):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise Invalid(f"{FORWARDS_FORM}; ports from 1 to 65535")
+        ports.append(int(port))
+    target = _forward_address(fields[0], "TARGET-IP")
+    real = _forward_address(fields[2], "REAL-IP")
+    return GuestForward(protocol, target, ports[0], real, ports[1])
+
+
+def parse_guest_forwards(value: object) -> tuple[GuestForward, ...]:
+    items = _list_items(value)
+    if not items:
+        raise Invalid(FORWARDS_FORM)
+    forwards = tuple(parse_guest_forward(item) for item in items)
+    seen = [(forward.protocol, forward.target, forward.target_port) for forward in forwards]
+    if len(set(seen)) != len(seen):
+        raise Invalid(f"{FORWARDS_FORM}; each TARGET-IP:TARGET-PORT once")
+    return forwards
+
+
+def parse_flag(value: object) -> bool:
+    text = str(value).strip().lower()
+    if text in _YES:
+        return True
+    if text in _NO:
+        return False
+    raise Invalid("1/true/yes/on or 0/false/no/off")
+
+
+def parse_lan(value: object) -> ipaddress.IPv4Network:
+    accepted = "an IPv4 network address with its prefix, /8 to /29, e.g. 192.168.199.0/24"
+    try:
+        lan = ipaddress.IPv4Network(str(value).strip())
+    except ValueError:
+        raise Invalid(accepted) from None
+    if not 8 <= lan.prefixlen <= 29 or lan.is_loopback or lan.is_multicast or lan.is_unspecified:
+        raise Invalid(accepted)
+    return lan
+
+
 def parse_stages(value: object) -> tuple[Stage, ...] | None:
     """None means auto (decided from the network and boot mode)."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -731,7 +989,7 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
     if policy == "fixed" and not password:
         raise read.fail("password_policy", "fixed needs a password (set VIRTAINER_PASSWORD or --password)")
     direct_boot = _resolve_direct_boot(read)
-    network = read.get("network", parse_network, NetworkSpec())
+    network = _resolve_network_control(read, read.get("network", parse_network, NetworkSpec()), host)
     stages = read.get("wait_for", parse_stages)
     hardware = _resolve_hardware(read, profile, supravm=storage_dir is not None, host=host)
     # Windows and SupraVM system disks are not virtainer's cloud images: no cloud-init to wait for
@@ -783,7 +1041,60 @@ def default_stages(
         return ("running",) if network.mode == "none" else ("running", "ip")
     if network.mode == "none":
         return ("running", "agent", "cloud-init")
+    if network.mode == "user" and network.incoming_port(22) is None:
+        return ("running", "ip", "agent", "cloud-init")  # the guest's SSH cannot be reached from here
     return STAGES
+
+
+NETWORK_CONTROL = ("ports", "guest_forwards", "guest_restrict", "guest_lan")
+
+
+def _resolve_network_control(read: _Reader, network: NetworkSpec, host: HostFacts) -> NetworkSpec:
+    """Ports, guest forwards, isolation and the LAN: done by the virtainer container's NAT network
+    (iptables), or by QEMU's user-mode networking (port by port; no forwards there)."""
+    given = [key for key in NETWORK_CONTROL if read.has(key)]
+    if not given:
+        return network
+    in_container_nat = network.mode == "network" and network.source == "default" and host.in_container
+    if network.mode != "user" and not in_container_nat:
+        raise read.fail(
+            given[0], "set only with user-mode networking (network=user) or in the virtainer container "
+            "(network=default)"
+        )  # fmt: skip
+    network = replace(
+        network,
+        ports=read.get("ports", parse_port_rules),
+        forwards=read.get("guest_forwards", parse_guest_forwards, ()),
+        restrict=read.get("guest_restrict", parse_flag, False),
+        lan=read.get("guest_lan", parse_lan),
+    )
+    if network.forwards and network.mode == "user":
+        raise read.fail(
+            "guest_forwards", "guest forwards only on the container's NAT network (network=default); "
+            "user-mode networking cannot carry them"
+        )  # fmt: skip
+    check_port_targets(network, lambda accepted: read.fail("ports", accepted))
+    if network.mode == "user":
+        check_user_mode_ports(network, lambda accepted: read.fail("ports", accepted))
+    return network
+
+
+def check_user_mode_ports(network: NetworkSpec, fail: Callable[[str], Exception]) -> None:
+    count = sum(len(rule.pairs()) for rule in network.ports or ())
+    if count > USER_FORWARDS_MAX:
+        raise fail(
+            f"at most {USER_FORWARDS_MAX} ports with user-mode networking (QEMU forwards port by port; "
+            f"these rules name {count})"
+        )
+
+
+def check_port_targets(network: NetworkSpec, fail: Callable[[str], Exception]) -> None:
+    """A rule's target address (other than the guest's own) must lie in the guest LAN."""
+    if network.lan is None:
+        return
+    for rule in network.ports or ():
+        if rule.target is not None and rule.target not in network.lan:
+            raise fail(f"target addresses inside the guest LAN {network.lan} ({rule.target} is not)")
 
 
 def _resolve_storage_dir(read: _Reader, profile: str) -> Path | None:

@@ -380,6 +380,29 @@ def create_data_disk(path: Path, size_mib: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# The NIC's MAC address, recorded beside the diff: a guest OS never sees a new NIC at a new path
+
+
+def saved_mac(spec: VmSpec) -> str | None:
+    """The MAC recorded beside the diff, None when none is recorded yet."""
+    try:
+        mac = json.loads(spec.nic_record_path.read_text())["mac"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ImageError(f"cannot read {spec.nic_record_path}: {error}") from None
+    return str(mac)
+
+
+def save_mac(spec: VmSpec, mac: str) -> bool:
+    """Record the NIC's MAC beside the diff unless one is recorded. True when written."""
+    if spec.nic_record_path.exists():
+        return False
+    _write_atomic(spec.nic_record_path, json.dumps({"mac": mac}) + "\n", mode=0o644)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
 # One user of a diff at a time
 
 

@@ -104,7 +104,33 @@ CASES.update({
     "uefi-tpm-windows-11": (resolved(profile="windows-11", firmware="uefi", tpm="emulated"), KVM, SEED),
     "vnc-linux-password": (resolved(vnc="5999", vnc_listen="0.0.0.0", vnc_password="s3<r&t'"), TCG, SEED),
     "vnc-auto-xp-cirrus": (resolved(profile="windows-xp", vnc="auto"), TCG, SEED),
+    # user-mode networking with port forwards / a chosen LAN / isolation: QEMU's own -netdev user
+    "user-network-ports-lan": (
+        resolved(network="user", ports="tcp:2222:22 udp:5353:53 tcp:9000-9001:8000-8001", guest_lan="10.9.8.0/24",
+                 mac="52:54:00:12:34:56"),
+        TCG, SEED,
+    ),
+    "user-network-restrict-q35-e1000": (
+        resolved(network="user", guest_restrict="1", profile="windows", mac="52:54:00:12:34:57"), TCG, SEED
+    ),
 })  # fmt: skip
+
+
+def test_user_network_with_ports_is_qemu_netdev_on_a_free_slot() -> None:
+    spec, accelerator, seed = CASES["user-network-ports-lan"]
+    document = etree.fromstring(render_domain_xml(spec, accelerator, seed_path=seed).encode())
+    assert document.find("devices/interface") is None  # libvirt does not know this NIC
+    args = [arg.get("value") for arg in document.findall("{http://libvirt.org/schemas/domain/qemu/1.0}commandline/*")]
+    assert args == [
+        "-netdev",
+        "user,id=vtnet0,net=10.9.8.0/24,host=10.9.8.1,dhcpstart=10.9.8.2,dns=10.9.8.3,hostfwd=tcp::2222-:22,"
+        "hostfwd=udp::5353-:53,hostfwd=tcp::9000-:8000,hostfwd=tcp::9001-:8001",
+        "-device",
+        "virtio-net-pci,netdev=vtnet0,mac=52:54:00:12:34:56,addr=0x1f",
+    ]
+    spec, accelerator, seed = CASES["user-network-restrict-q35-e1000"]
+    xml = render_domain_xml(spec, accelerator, seed_path=seed)
+    assert "user,id=vtnet0,restrict=on" in xml and "e1000,netdev=vtnet0,mac=52:54:00:12:34:57,addr=0x1b" in xml
 
 
 def canonical(xml: str) -> str:

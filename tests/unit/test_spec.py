@@ -305,3 +305,83 @@ def test_cli_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path: Path)
     assert done.stderr.strip().count("\n") == 0
     assert "invalid --memory='lots'" in done.stderr
     assert not state.exists()
+
+
+# -- network control: ports, guest forwards, isolation, LAN ----------------------------------------
+
+IN_CONTAINER = HostFacts(cpus=8, memory_mib=16384, in_container=True)
+
+
+def resolve_env(environ: dict[str, str], host: HostFacts = IN_CONTAINER):
+    return resolve_spec(settings_from_env(environ), host)
+
+
+def test_port_rules_canonical_form() -> None:
+    net = resolve_env({"VIRTAINER_PORTS": "tcp:8080:80 udp:5353:53, tcp:9000-9010 7000-7001:8000-8001"}).network
+    assert [rule.describe() for rule in net.ports] == [
+        "tcp:8080->80", "udp:5353->53", "tcp:9000-9010->9000-9010", "tcp:7000-7001->8000-8001"
+    ]  # fmt: skip
+    assert net.ports[3].pairs() == [(7000, 8000), (7001, 8001)]
+    assert net.incoming_port(80) == 8080 and net.incoming_port(53, "udp") == 5353 and net.incoming_port(22) is None
+    assert resolve_env({"VIRTAINER_PORTS": "none"}).network.ports == ()  # nothing reaches the guest
+    assert resolve_env({}).network.ports is None  # every port (the container's default)
+
+
+def test_supravm_network_names_are_translated() -> None:
+    spec = resolve_env({
+        "VM_TCP_PORTS": '("0.0.0.0:3389:3389" "192.168.199.9:22:2222")',
+        "VM_GUEST_TCP_FWDS": "('10.0.2.100:80:172.17.0.1:8080')",
+        "VM_GUEST_RESTRICT": "1",
+        "VM_GUEST_LAN": "192.168.199.0/24",
+        "VM_MAC": "00:00:00:01:02:03",
+    })  # fmt: skip
+    net = spec.network
+    assert [rule.describe() for rule in net.ports] == ["tcp:3389->3389", "tcp:2222->192.168.199.9:22"]
+    assert [forward.describe() for forward in net.forwards] == ["tcp:10.0.2.100:80->172.17.0.1:8080"]
+    assert net.restrict and str(net.lan) == "192.168.199.0/24"
+    assert (str(net.gateway), str(net.guest_ip)) == ("192.168.199.1", "192.168.199.2")
+    assert spec.mac_address == "00:00:00:01:02:03"
+    assert settings_from_env({"VM_TCP_PORTS": "0.0.0.0:22:2222"})["ports"].value == "tcp:2222:22"  # no parens
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [({"VIRTAINER_PORTS": "tcp:80:81-82"}, "same length"),
+     ({"VIRTAINER_PORTS": "tcp:0"}, "from 1 to 65535"),
+     ({"VIRTAINER_PORTS": "tcp:90-80"}, "FIRST <= LAST"),
+     ({"VIRTAINER_PORTS": "icmp:80"}, "VIRTAINER_PORTS='icmp:80'"),
+     ({"VIRTAINER_PORTS": "tcp:2222:0.0.0.0:22"}, "an address in the guest LAN"),
+     ({"VIRTAINER_PORTS": "udp:53 udp:50-60"}, "each incoming udp port in one rule only"),
+     ({"VIRTAINER_PORTS": " "}, "VIRTAINER_PORTS"),
+     ({"VM_TCP_PORTS": '("0.0.0.0:3389:3389"'}, "VM_TCP_PORTS="),
+     ({"VM_TCP_PORTS": '("0.0.0.0:x:3389")'}, "TARGET-IP:TARGET-PORT:INCOMING-PORT"),
+     ({"VM_TCP_PORTS": '("nowhere:22:22")'}, "VM_TCP_PORTS="),
+     ({"VIRTAINER_GUEST_FORWARDS": "tcp:10.0.0.1:80:172.17.0.1"}, "REAL-IP:REAL-PORT"),
+     ({"VIRTAINER_GUEST_FORWARDS": "tcp:10.0.0.1:80:0.0.0.0:80"}, "not loopback or 0.0.0.0"),
+     ({"VIRTAINER_GUEST_FORWARDS": "10.0.0.1:80:1.1.1.1:80 10.0.0.1:80:1.1.1.2:80"}, "each TARGET-IP:TARGET-PORT once"),
+     ({"VM_GUEST_TCP_FWDS": '("10.0.0.1:80:localhost:80")'}, "REAL-IP must be an IPv4 address"),
+     ({"VM_GUEST_RESTRICT": "sometimes"}, "VM_GUEST_RESTRICT='sometimes'"),
+     ({"VM_GUEST_LAN": "192.168.1.0/30"}, "/8 to /29"),
+     ({"VM_GUEST_LAN": "192.168.1.7/24"}, "an IPv4 network address"),
+     ({"VM_GUEST_LAN": "192.168.199.0/24", "VIRTAINER_PORTS": "tcp:22:10.0.0.5:22"}, "inside the guest LAN"),
+     ({"VIRTAINER_NETWORK": "none", "VM_GUEST_LAN": "10.1.0.0/24"}, "VM_GUEST_LAN='10.1.0.0/24': set only with"),
+     ({"VIRTAINER_NETWORK": "bridge:br0", "VIRTAINER_PORTS": "tcp:22"}, "set only with user-mode networking"),
+     ({"VIRTAINER_NETWORK": "user", "VM_GUEST_TCP_FWDS": "1.2.3.4:80:1.1.1.1:80"}, "user-mode networking cannot"),
+     ({"VIRTAINER_NETWORK": "user", "VIRTAINER_PORTS": "tcp:1000-3000"}, "at most 1024 ports with user-mode")],
+)  # fmt: skip
+def test_bad_network_control_values_name_the_setting(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve_env(environ)
+    text = str(raised.value)
+    assert message in text and "\n" not in text
+    assert any(name in text for name in environ), text
+
+
+def test_network_control_outside_the_container_needs_user_mode() -> None:
+    with pytest.raises(ConfigError, match="set only with user-mode networking"):
+        resolve_env({"VIRTAINER_PORTS": "tcp:2222:22"}, HOST)  # a host's libvirt network: not ours
+    spec = resolve_env({"VIRTAINER_NETWORK": "user", "VIRTAINER_PORTS": "tcp:2222:22"}, HOST)
+    assert spec.network.mode == "user" and spec.network.incoming_port(22) == 2222
+    assert "ssh" in spec.wait_for  # the forwarded port is probed
+    no_ssh = resolve_env({"VIRTAINER_NETWORK": "user", "VIRTAINER_PORTS": "tcp:8080:80"}, HOST)
+    assert "ssh" not in no_ssh.wait_for  # it could never be reached
