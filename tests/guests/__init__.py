@@ -50,6 +50,7 @@ _HERE = Path(__file__).resolve().parent
 _CLOUD_SCRIPT = _HERE / "build-cloud-image.sh"
 _TINY_SCRIPT = _HERE / "build-tiny-guest.sh"
 _TINY_ROOTFS = _HERE / "tiny-rootfs"
+_TINY_TOOLS = _HERE / "tiny-tools"  # sources of static helpers (udpecho.c)
 _SYSTEM_CACHE = Path("/var/cache/virtainer-tests")
 
 
@@ -104,7 +105,7 @@ def cloud_guest(cache_dir: Path | None = None) -> CloudGuest:
 def tiny_guest(cache_dir: Path | None = None) -> TinyGuest:
     """The tiny busybox guest, built (a few seconds) on the first call."""
     out = _cached_build(
-        "tiny", _TINY_SCRIPT, [_TINY_ROOTFS], ["vmlinuz", "initrd.gz", "disk.qcow2"], cache_dir
+        "tiny", _TINY_SCRIPT, [_TINY_ROOTFS, _TINY_TOOLS], ["vmlinuz", "initrd.gz", "disk.qcow2"], cache_dir
     )
     return TinyGuest(
         kernel=out / "vmlinuz", initrd=out / "initrd.gz", base_image=out / "disk.qcow2"

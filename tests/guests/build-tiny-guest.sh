@@ -8,7 +8,8 @@
 #   OUTDIR/disk.qcow2 64 MiB base disk: zeroes (bytes 0..15 = boot counter, starts at 0) and the
 #                     marker line "VIRTAINER-TINY-DISK v1" at offset 4096; use it as an overlay base
 # Boot: direct kernel boot, cmdline "console=ttyS0 guestmode=serve" (see tiny-rootfs/init).
-# Needs: apt-get (host apt lists up to date: `apt-get update`), dpkg-deb, gzip, qemu-img.
+# Needs: apt-get (host apt lists up to date: `apt-get update`), dpkg-deb, gzip, qemu-img, gcc and
+# libc6-dev (tiny-tools/udpecho.c, built static: busybox has no UDP server).
 # Used by tests/guests/__init__.py (cached by a hash of this file and tiny-rootfs/).
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -37,6 +38,7 @@ cp -a "$SRC/." rootfs/
 chmod 755 rootfs/init rootfs/etc/udhcpc.script rootfs/etc/acpi/PWRF/*
 mkdir -p rootfs/bin
 cp "$BB" rootfs/bin/busybox
+gcc -static -Os -s -Wall -o rootfs/bin/udpecho "$HERE/tiny-tools/udpecho.c"
 # wanted modules + their dependencies (closure over modules.dep), same paths, own modules.dep
 "$BB" depmod -b k "$KVER"
 DEP=k/lib/modules/$KVER/modules.dep
