@@ -15,6 +15,7 @@ from virtainer.controller.config import BakedImage, container_settings, controll
 from virtainer.controller.logsink import ContainerReporter, LogSink
 from virtainer.errors import ConfigError
 from virtainer.readiness import StageRecord
+from virtainer.spec import parse_guest_forwards, parse_port_rule, parse_port_rules
 
 ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t010011AC\t0003\t0\t0\t0\t00000000\t0\t0\t0
@@ -39,18 +40,78 @@ def test_guest_subnet_avoids_the_container_routes_and_dockers_default() -> None:
         network.choose_subnet([ipaddress.IPv4Network("0.0.0.0/1"), ipaddress.IPv4Network("128.0.0.0/1")])
 
 
+LAN = ipaddress.IPv4Network("192.168.122.0/24")
+MAC = "52:54:00:00:00:01"
+RESERVED = (network.ReservedPort("tcp", (8470, 8470), "REST API"), network.ReservedPort("udp", (9000, 9010), "x"))
+
+
 def test_dnat_rules_keep_the_controller_ports_and_never_snat_inbound() -> None:
-    net = network.GuestNetwork(ipaddress.IPv4Network("192.168.122.0/24"), "52:54:00:00:00:01")
-    rules = network.dnat_rules(net, controller_ports=(8443, 9000))
+    net = network.GuestNetwork(LAN, MAC, reserved=RESERVED)
+    rules = network.dnat_rules(net)
     assert ["-A", "VIRTAINER-DNAT", "-i", "virtainer0", "-j", "RETURN"] in rules
-    keep = ["-A", "VIRTAINER-DNAT", "-p", "tcp", "-m", "multiport", "--dports", "8443,9000", "-j", "RETURN"]
+    keep = ["-A", "VIRTAINER-DNAT", "-p", "tcp", "--dport", "8470", "-j", "RETURN"]
+    keep_range = ["-A", "VIRTAINER-DNAT", "-p", "udp", "--dport", "9000:9010", "-j", "RETURN"]
     dnat_tcp = ["-A", "VIRTAINER-DNAT", "-p", "tcp", "-j", "DNAT", "--to-destination", "192.168.122.2"]
-    assert rules.index(keep) < rules.index(dnat_tcp)
+    assert rules.index(keep) < rules.index(dnat_tcp) and rules.index(keep_range) < rules.index(dnat_tcp)
     assert rules[-1] == ["-A", "VIRTAINER-DNAT", "-p", "udp", "-j", "DNAT", "--to-destination", "192.168.122.2"]
     assert all("SNAT" not in rule and "MASQUERADE" not in rule for rule in rules)
+    assert network.isolation_rules(net) == []
     (masquerade,) = network.masquerade_rules(net)
     assert masquerade == ["-A", "VIRTAINER-MASQ", "-s", "192.168.122.0/24", "!", "-d", "192.168.122.0/24",
                           "-j", "MASQUERADE"]  # fmt: skip
+
+
+def test_explicit_port_rules_forward_only_their_ports() -> None:
+    rules_spec = parse_port_rules(
+        "tcp:8080:80 udp:5353:53 tcp:9000-9002 tcp:7000-7001:8000-8001 tcp:2222:192.168.122.9:22"
+    )
+    rules = network.dnat_rules(network.GuestNetwork(LAN, MAC, ports=rules_spec, reserved=RESERVED))
+    dnat = [rule[2:] for rule in rules if "DNAT" in rule]
+    assert dnat == [
+        ["-p", "tcp", "--dport", "8080", "-j", "DNAT", "--to-destination", "192.168.122.2:80"],
+        ["-p", "udp", "--dport", "5353", "-j", "DNAT", "--to-destination", "192.168.122.2:53"],
+        ["-p", "tcp", "--dport", "9000:9002", "-j", "DNAT", "--to-destination", "192.168.122.2"],
+        ["-p", "tcp", "--dport", "7000", "-j", "DNAT", "--to-destination", "192.168.122.2:8000"],
+        ["-p", "tcp", "--dport", "7001", "-j", "DNAT", "--to-destination", "192.168.122.2:8001"],
+        ["-p", "tcp", "--dport", "2222", "-j", "DNAT", "--to-destination", "192.168.122.9:22"],
+    ]
+    # no catch-all, and nothing for the reserved ports (explicit rules never name them)
+    assert not any("RETURN" in rule and "--dport" in rule for rule in rules)
+    assert network.dnat_rules(network.GuestNetwork(LAN, MAC, ports=()))[-1][-1] == "RETURN"  # `none`: no port
+
+
+def test_guest_forwards_and_isolation_rules() -> None:
+    forwards = parse_guest_forwards("tcp:10.9.9.9:80:172.17.0.1:8080 udp:10.9.9.9:53:1.1.1.1:53")
+    net = network.GuestNetwork(LAN, MAC, forwards=forwards, restrict=True)
+    rules = network.dnat_rules(net)
+    assert rules[:2] == [
+        ["-A", "VIRTAINER-DNAT", "-i", "virtainer0", "-p", "tcp", "-d", "10.9.9.9", "--dport", "80",
+         "-j", "DNAT", "--to-destination", "172.17.0.1:8080"],
+        ["-A", "VIRTAINER-DNAT", "-i", "virtainer0", "-p", "udp", "-d", "10.9.9.9", "--dport", "53",
+         "-j", "DNAT", "--to-destination", "1.1.1.1:53"],
+    ]  # fmt: skip
+    isolation = network.isolation_rules(net)
+    for chain in ("VIRTAINER-FWD", "VIRTAINER-INPUT"):
+        mine = [rule for rule in isolation if rule[1] == chain]
+        assert mine[0][-4:] == ["--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]
+        assert mine[1][-4:] == ["--ctstate", "DNAT", "-j", "ACCEPT"]
+        assert mine[-1] == ["-A", chain, "-i", "virtainer0", "-j", "REJECT"]
+        assert all(network.rule_table(rule) == "filter" for rule in mine)
+    assert ["-A", "VIRTAINER-INPUT", "-i", "virtainer0", "-p", "udp", "--dport", "67", "-j", "ACCEPT"] in isolation
+
+
+def test_reserved_ports_overlap_rules_and_lans_overlap_routes() -> None:
+    api, extra = RESERVED
+    assert api.overlaps(parse_port_rule("tcp:8400-8500:8400-8500"))
+    assert not api.overlaps(parse_port_rule("udp:8470"))
+    assert extra.overlaps(parse_port_rule("udp:9010:53")) and not extra.overlaps(parse_port_rule("udp:9011:53"))
+    routes = network.parse_routes(ROUTES)
+    assert network.check_lan(ipaddress.IPv4Network("172.17.5.0/24"), routes) is not None
+    assert network.check_lan(ipaddress.IPv4Network("192.168.199.0/24"), routes) is None
+    small = network.GuestNetwork(ipaddress.IPv4Network("10.1.2.0/29"), MAC)
+    assert [str(address) for address in small.dhcp_range] == ["10.1.2.4", "10.1.2.6"]
+    default_range = network.GuestNetwork(LAN, MAC).dhcp_range
+    assert [str(address) for address in default_range] == ["192.168.122.100", "192.168.122.254"]
 
 
 def test_network_xml_pins_the_guest_address_to_its_mac() -> None:
@@ -86,10 +147,16 @@ def test_a_mounted_directory_is_named_in_the_error(tmp_path: Path) -> None:
 
 
 def test_controller_settings_are_validated() -> None:
-    assert controller_config({"VIRTAINER_CONTROLLER_PORTS": "8443, 9000"}).controller_ports == (8443, 9000)
+    config = controller_config({"VIRTAINER_CONTROLLER_PORTS": "8443, 9000"})  # the former name
+    assert config.reserved_ports == (("tcp", (8443, 8443)), ("tcp", (9000, 9000)))
+    config = controller_config({"VIRTAINER_RESERVED_PORTS": "8443 udp:53 tcp:9000-9010"})
+    assert config.reserved_ports == (("tcp", (8443, 8443)), ("udp", (53, 53)), ("tcp", (9000, 9010)))
     assert controller_config({}).console_log is True
     with pytest.raises(ConfigError, match="VIRTAINER_CONTROLLER_PORTS"):
         controller_config({"VIRTAINER_CONTROLLER_PORTS": "70000"})
+    for bad in ("http", "sctp:80", "9010-9000", "0"):
+        with pytest.raises(ConfigError, match="VIRTAINER_RESERVED_PORTS='"):
+            controller_config({"VIRTAINER_RESERVED_PORTS": bad})
     with pytest.raises(ConfigError, match="VIRTAINER_CONSOLE_LOG"):
         controller_config({"VIRTAINER_CONSOLE_LOG": "maybe"})
 

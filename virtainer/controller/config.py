@@ -15,12 +15,13 @@ expect. Controller-only settings (not part of the VM spec) are read by `controll
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtainer.errors import ConfigError
-from virtainer.spec import RawSettings, RawValue, merge_settings, settings_from_env
+from virtainer.spec import PortRange, Protocol, RawSettings, RawValue, merge_settings, settings_from_env
 
 IMAGES_DIR = Path("/var/lib/virtainer/images")
 BAKED_RECORD = IMAGES_DIR / "image.json"
@@ -86,15 +87,21 @@ def container_settings(
     return merge_settings(defaults, files, env)
 
 
-def _parse_ports(value: str, origin: str) -> tuple[int, ...]:
-    ports: list[int] = []
+RESERVED_PORTS_FORM = "[tcp:|udp:]PORT[-LAST] separated by blanks or commas (8443, udp:5353, tcp:9000-9010)"
+
+
+def _parse_reserved_ports(value: str, origin: str) -> tuple[tuple[Protocol, PortRange], ...]:
+    """Ports the container keeps for itself; a bare port is TCP."""
+    reserved: list[tuple[Protocol, PortRange]] = []
     for part in value.replace(",", " ").split():
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
-            raise ConfigError(origin, value, "TCP port numbers from 1 to 65535, separated by commas")
-        ports.append(int(part))
-    if len(ports) > 15:
-        raise ConfigError(origin, value, "at most 15 ports")
-    return tuple(dict.fromkeys(ports))
+        protocol, _, ports = part.rpartition(":")
+        match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", ports)
+        first = int(match.group(1)) if match else 0
+        last = int(match.group(2) or first) if match else 0
+        if protocol.lower() not in ("", "tcp", "udp") or not 1 <= first <= last <= 65535:
+            raise ConfigError(origin, value, RESERVED_PORTS_FORM + ", ports from 1 to 65535")
+        reserved.append(((protocol.lower() or "tcp"), (first, last)))  # type: ignore[arg-type]
+    return tuple(dict.fromkeys(reserved))
 
 
 def _parse_flag(value: str, origin: str) -> bool:
@@ -111,9 +118,9 @@ class ControllerConfig:
     """Settings of the controller itself (not of the VM)."""
 
     uri: str = "qemu:///system"
-    # TCP ports the container keeps for itself: never forwarded to the guest (the REST API's
-    # port joins this list when the API runs in the container)
-    controller_ports: tuple[int, ...] = ()
+    # ports the container keeps for itself, beyond the REST API's and VNC's: never forwarded to
+    # the guest (VIRTAINER_RESERVED_PORTS, formerly VIRTAINER_CONTROLLER_PORTS)
+    reserved_ports: tuple[tuple[Protocol, PortRange], ...] = ()
     console_log: bool = True  # mirror the serial console into docker logs
     run_dir: Path = RUN_DIR
     libvirtd_log: Path = Path("/var/log/libvirt/libvirtd.log")
@@ -127,10 +134,13 @@ class ControllerConfig:
 
 
 def controller_config(environ: Mapping[str, str]) -> ControllerConfig:
-    ports_text = environ.get("VIRTAINER_CONTROLLER_PORTS", "")
+    ports_name = next(
+        (name for name in ("VIRTAINER_RESERVED_PORTS", "VIRTAINER_CONTROLLER_PORTS") if environ.get(name, "").strip()),
+        None,
+    )
     console_text = environ.get("VIRTAINER_CONSOLE_LOG", "1")
     return ControllerConfig(
         uri=environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system",
-        controller_ports=_parse_ports(ports_text, "VIRTAINER_CONTROLLER_PORTS") if ports_text else (),
+        reserved_ports=_parse_reserved_ports(environ[ports_name], ports_name) if ports_name else (),
         console_log=_parse_flag(console_text, "VIRTAINER_CONSOLE_LOG"),
     )

@@ -2,8 +2,9 @@
 
 Start-up order (nothing on the volume is written before every check passed):
  1. settings -> VmSpec (a bad value: one line naming it, exit 2);
- 2. preflight: capabilities and devices the spec needs (one line naming the flag, exit 2);
- 3. the guest LAN is chosen and written as libvirt's autostarted `default` network;
+ 2. preflight: capabilities and devices the spec needs (one line naming the flag, exit 2); without
+    NET_ADMIN, QEMU's user-mode networking replaces the NAT network (said in the log);
+ 3. the guest LAN is chosen (or checked) and written as libvirt's autostarted `default` network;
  4. libvirtd starts while the plan is checked (base image identity vs the diff, cloud-init input);
  5. the diff lock is taken (a second container on the same diff is refused, exit 4);
  6. iptables rules, then `machine.up` defines and starts the domain;
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -34,7 +36,6 @@ from virtainer.controller.config import BakedImage, ControllerConfig, container_
 from virtainer.controller.daemons import Daemon, clear_runtime_state, connect_when_ready, libvirtd
 from virtainer.controller.health import ReadyFile
 from virtainer.controller.logsink import ConsoleMirror, ContainerReporter, LogSink
-from virtainer.domain import default_mac
 from virtainer.errors import (
     EXIT_OK,
     EXIT_RUNTIME,
@@ -46,7 +47,19 @@ from virtainer.errors import (
 )
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
-from virtainer.spec import HostFacts, RawSettings, VmSpec, resolve_spec
+from virtainer.spec import (
+    SETTINGS_BY_KEY,
+    USER_DEFAULT_PORTS,
+    HostFacts,
+    NetworkSpec,
+    RawSettings,
+    VmSpec,
+    check_port_targets,
+    check_user_mode_ports,
+    parse_port_rules,
+    resolve_spec,
+    spec_with,
+)
 from virtainer.storage import DiffLock, require_system_disk
 
 if TYPE_CHECKING:
@@ -103,9 +116,9 @@ class Controller:
     def _run(self) -> int:
         self.ready_file.clear()
         self.sink.line(f"virtainer {__version__} controller starting")
-        spec = self.spec = self._resolve_spec()
+        spec = self._resolve_spec()
         api_ports = api_container.reserved_ports(self.environ)  # a bad VIRTAINER_API_PORT stops us here
-        self._preflight(spec)
+        spec = self.spec = self._preflight(spec, self._reserved_ports(spec, api_ports))
         self.daemon = libvirtd(self.config.libvirtd_log)
         clear_runtime_state()
         self.daemon.start()
@@ -118,8 +131,7 @@ class Controller:
         if self.stop_requested.is_set():
             return EXIT_OK
         if self.guest_network is not None:
-            ports = self.config.controller_ports + api_ports
-            network.install_rules(self.guest_network, controller_ports=ports)
+            network.install_rules(self.guest_network)
         if self.config.console_log:
             self.console = ConsoleMirror(spec.serial_log_path, self.sink)
         result = machine.up(spec, self.hv, self.reporter, wait=False)
@@ -154,14 +166,88 @@ class Controller:
         )
         return spec
 
-    def _preflight(self, spec: VmSpec) -> None:
-        if spec.network.mode != "network" or spec.network.source != network.NETWORK_NAME:
-            return
-        preflight.check_network_capabilities(preflight.Capabilities.current())
-        subnet = network.choose_subnet(network.container_routes())
-        self.guest_network = network.GuestNetwork(subnet, spec.mac_address or default_mac(spec))
+    def _reserved_ports(self, spec: VmSpec, api_ports: tuple[int, ...]) -> tuple[network.ReservedPort, ...]:
+        """The container's own ports: the REST API's, VNC's (QEMU's server, in the container) and
+        VIRTAINER_RESERVED_PORTS."""
+        reserved = [network.ReservedPort("tcp", (port, port), "REST API") for port in api_ports]
+        if spec.vnc is not None:
+            port = spec.vnc.port or 5900  # auto: libvirt takes the first free from 5900
+            reserved.append(network.ReservedPort("tcp", (port, port), "VNC"))
+        extra = self.config.reserved_ports
+        reserved += [network.ReservedPort(protocol, ports, "VIRTAINER_RESERVED_PORTS") for protocol, ports in extra]
+        return tuple(reserved)
+
+    def _fail(self, key: str, accepted: str) -> ConfigError:
+        """A ConfigError naming a setting as the user wrote it."""
+        item = self.raw.get(key)
+        return ConfigError(item.origin if item else SETTINGS_BY_KEY[key].env, item.value if item else "", accepted)
+
+    def _preflight(self, spec: VmSpec, reserved: tuple[network.ReservedPort, ...]) -> VmSpec:
+        """Check what the network needs; returns the spec with its LAN, MAC and network mode decided."""
+        net = spec.network
+        if net.mode != "network" or net.source != network.NETWORK_NAME:
+            return spec
+        routes = network.container_routes()
+        if net.lan is None:
+            net = replace(net, lan=network.choose_subnet(routes))
+        elif problem := network.check_lan(net.lan, routes):
+            raise self._fail("guest_lan", problem)
+        check_port_targets(net, lambda accepted: self._fail("ports", accepted))
+        for port in reserved:
+            for rule in net.ports or ():
+                if port.overlaps(rule):
+                    raise self._fail("ports", f"ports other than the container's own: {port.describe()}")
+        caps = preflight.Capabilities.current()
+        if not caps.has(preflight.CAP_NET_ADMIN):
+            return self._user_mode_fallback(spec, net, reserved)
+        preflight.check_network_capabilities(caps)
+        spec = machine.with_nic_mac(spec_with(spec, network=net))
+        assert net.lan is not None and spec.mac_address is not None
+        self.guest_network = network.GuestNetwork(
+            net.lan, spec.mac_address, net.ports, net.forwards, net.restrict, reserved
+        )
         network.write_autostart_network(network.network_xml(self.guest_network))
-        self.sink.line(f"guest LAN {subnet}, guest address {self.guest_network.guest_ip}")
+        self.sink.line(f"guest LAN {net.lan}, guest address {self.guest_network.guest_ip}, MAC {spec.mac_address}")
+        if net.ports is None:
+            kept = ", ".join(port.describe() for port in reserved) or "none"
+            self.sink.line(f"ports: every TCP and UDP port goes to the guest, except the container's own: {kept}")
+        else:
+            self.sink.line(f"ports to the guest: {', '.join(rule.describe() for rule in net.ports) or 'none'}")
+        if net.forwards:
+            self.sink.line(f"guest forwards: {', '.join(forward.describe() for forward in net.forwards)}")
+        if net.restrict:
+            self.sink.line("guest isolated: it reaches nothing but its forwards; inbound ports still reach it")
+        return spec
+
+    def _user_mode_fallback(
+        self, spec: VmSpec, net: NetworkSpec, reserved: tuple[network.ReservedPort, ...]
+    ) -> VmSpec:
+        """No NET_ADMIN: QEMU's user-mode networking (outbound NAT in QEMU, inbound port by port)."""
+        if net.forwards:
+            raise preflight.ContainerSetupError(
+                f"{self.raw['guest_forwards'].origin} needs the NET_ADMIN capability (user-mode networking "
+                "cannot carry guest forwards): add --cap-add NET_ADMIN (--privileged includes it)"
+            )
+        self.sink.line(
+            "no NET_ADMIN capability: the VM uses QEMU's user-mode networking (slirp; this libvirt has no "
+            "passt backend): outbound traffic works, inbound only on the forwarded ports"
+        )
+        if net.ports is None:
+            net = replace(net, ports=parse_port_rules(USER_DEFAULT_PORTS))
+            self.sink.line(
+                f"no port rules: forwarding {USER_DEFAULT_PORTS} only (every-port forwarding needs "
+                "--cap-add NET_ADMIN; VIRTAINER_PORTS or VM_TCP_PORTS chooses the ports)"
+            )
+        check_user_mode_ports(net, lambda accepted: self._fail("ports", accepted))
+        assert net.ports is not None
+        self.sink.line(f"ports to the guest: {', '.join(rule.describe() for rule in net.ports) or 'none'}")
+        if net.restrict:
+            self.sink.line("guest isolated (QEMU restrict=on): inbound ports still reach it")
+        spec = machine.with_nic_mac(spec_with(spec, network=replace(net, mode="user", source="")))
+        if "wait_for" not in self.raw and "ssh" in spec.wait_for and net.incoming_port(22) is None:
+            spec = spec_with(spec, wait_for=tuple(stage for stage in spec.wait_for if stage != "ssh"))
+        self.sink.line(f"guest LAN {net.lan}, guest address {net.guest_ip}, MAC {spec.mac_address}")
+        return spec
 
     def _report_started(self, plan: machine.Plan, result: machine.UpResult) -> None:
         if result.generated_password:
@@ -169,8 +255,13 @@ class Controller:
                 f"no SSH key and no user-data: password for {result.user or 'the default user'} "
                 f"(shown once): {result.generated_password}"
             )
-        if self.guest_network is not None and plan.spec.default_user:
+        if not plan.spec.default_user:
+            return
+        if self.guest_network is not None:
             self.sink.line(f"once ready: ssh {plan.spec.default_user}@{_container_address()}")
+        elif plan.spec.network.mode == "user" and (port := plan.spec.network.incoming_port(22)):
+            option = "" if port == 22 else f"-p {port} "
+            self.sink.line(f"once ready: ssh {option}{plan.spec.default_user}@{_container_address()}")
 
     # -- readiness -----------------------------------------------------------------------------
 

@@ -1,14 +1,18 @@
 """The guest's network inside the container.
 
 The guest sits on a libvirt network (bridge + dnsmasq for DHCP/DNS) in `open` forward mode, so
-libvirt adds no firewall rules of its own; this module owns them all, in chains of its own:
+libvirt adds no firewall rules of its own; this module owns them all, in chains of its own that
+are flushed and filled again at every start and removed at the end (a restart never doubles them):
 
-- `VIRTAINER-DNAT` (nat PREROUTING): every TCP and UDP packet addressed to the container itself
-  and arriving from outside the guest LAN goes to the guest, except the controller's own ports.
-  Published ports (`-p`) arrive the same way. Only the destination is rewritten: the guest sees
-  the real client address.
+- `VIRTAINER-DNAT` (nat PREROUTING): packets addressed to the container itself and arriving from
+  outside the guest LAN go to the guest: on every TCP and UDP port except the container's own
+  (reserved) ports, or, with explicit port rules, on those ports only. Published ports (`-p`)
+  arrive the same way. Only the destination is rewritten: the guest sees the real client address.
+  The guest's forwards are here too: a guest connection to TARGET:PORT goes to REAL:PORT.
 - `VIRTAINER-MASQ` (nat POSTROUTING): the guest's own outbound traffic leaves with the container's
   address (masquerade); traffic towards the guest is never source-NATed.
+- `VIRTAINER-FWD` (filter FORWARD) and `VIRTAINER-INPUT` (filter INPUT), only when the guest is
+  isolated: from the guest LAN, only replies, the guest's own forwards and DHCP pass.
 
 The guest LAN is chosen to overlap none of the container's routes, nor Docker's default
 172.17.0.0/16 (a guest that runs Docker itself puts docker0 there). The guest gets a fixed
@@ -25,11 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtainer.errors import VirtainerError
+from virtainer.spec import GuestForward, PortRange, PortRule, Protocol
 
 NETWORK_NAME = "default"  # the spec's default network: `network=default`
 BRIDGE_NAME = "virtainer0"
 DNAT_CHAIN = "VIRTAINER-DNAT"
 MASQ_CHAIN = "VIRTAINER-MASQ"
+FORWARD_CHAIN = "VIRTAINER-FWD"
+INPUT_CHAIN = "VIRTAINER-INPUT"
+# (table, parent chain, our chain)
+CHAINS = (
+    ("nat", "PREROUTING", DNAT_CHAIN),
+    ("nat", "POSTROUTING", MASQ_CHAIN),
+    ("filter", "FORWARD", FORWARD_CHAIN),
+    ("filter", "INPUT", INPUT_CHAIN),
+)
 # Tried in order; the first that overlaps nothing wins.
 CANDIDATE_SUBNETS = (
     "192.168.122.0/24",
@@ -50,9 +64,30 @@ class NetworkSetupError(VirtainerError):
 
 
 @dataclass(frozen=True)
+class ReservedPort:
+    """A port the container keeps for itself (never forwarded to the guest), and why."""
+
+    protocol: Protocol
+    ports: PortRange
+    why: str
+
+    def describe(self) -> str:
+        first, last = self.ports
+        return f"{self.protocol}/{first}{'' if first == last else f'-{last}'} ({self.why})"
+
+    def overlaps(self, rule: PortRule) -> bool:
+        first, last = rule.incoming
+        return rule.protocol == self.protocol and first <= self.ports[1] and self.ports[0] <= last
+
+
+@dataclass(frozen=True)
 class GuestNetwork:
     subnet: ipaddress.IPv4Network
     mac: str
+    ports: tuple[PortRule, ...] | None = None  # None: every port but the reserved ones
+    forwards: tuple[GuestForward, ...] = ()
+    restrict: bool = False
+    reserved: tuple[ReservedPort, ...] = ()
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -64,7 +99,9 @@ class GuestNetwork:
 
     @property
     def dhcp_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
-        return self.subnet.network_address + 100, self.subnet.broadcast_address - 1
+        """Addresses for other MACs (the guest's own is fixed): from .100 in a /24, .3 in a /29."""
+        start = min(100, self.subnet.num_addresses // 2)
+        return self.subnet.network_address + max(start, 3), self.subnet.broadcast_address - 1
 
 
 def parse_routes(text: str) -> list[ipaddress.IPv4Network]:
@@ -84,6 +121,14 @@ def parse_routes(text: str) -> list[ipaddress.IPv4Network]:
 
 def container_routes(path: Path = Path("/proc/net/route")) -> list[ipaddress.IPv4Network]:
     return parse_routes(path.read_text())
+
+
+def check_lan(lan: ipaddress.IPv4Network, routes: Iterable[ipaddress.IPv4Network]) -> str | None:
+    """Why a LAN the user chose cannot be the guest's (it overlaps a route of the container)."""
+    for route in routes:
+        if lan.overlaps(route):
+            return f"a LAN overlapping none of the container's routes ({lan} overlaps {route})"
+    return None
 
 
 def choose_subnet(
@@ -128,26 +173,66 @@ def write_autostart_network(xml: str, *, name: str = NETWORK_NAME, directory: Pa
 # iptables
 
 
-def dnat_rules(
-    net: GuestNetwork, *, controller_ports: Sequence[int] = (), bridge: str = BRIDGE_NAME
-) -> list[list[str]]:
+def _dports(ports: PortRange) -> str:
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}:{ports[1]}"
+
+
+def dnat_rules(net: GuestNetwork, *, bridge: str = BRIDGE_NAME) -> list[list[str]]:
     """Rules of the DNAT chain (nat table), as iptables argument lists."""
     chain = ["-A", DNAT_CHAIN]
     rules = [
+        # the guest's forwards: its connection to TARGET:PORT goes to REAL:PORT
+        [*chain, "-i", bridge, "-p", forward.protocol, "-d", str(forward.target), "--dport", str(forward.target_port),
+         "-j", "DNAT", "--to-destination", f"{forward.real}:{forward.real_port}"]
+        for forward in net.forwards
+    ]  # fmt: skip
+    rules += [
         [*chain, "-i", bridge, "-j", "RETURN"],  # the guest's own traffic
         [*chain, "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", "RETURN"],  # not for us
     ]
-    if controller_ports:
-        ports = ",".join(str(port) for port in controller_ports)
-        rules.append([*chain, "-p", "tcp", "-m", "multiport", "--dports", ports, "-j", "RETURN"])
-    for protocol in ("tcp", "udp"):
-        rules.append([*chain, "-p", protocol, "-j", "DNAT", "--to-destination", str(net.guest_ip)])
+    if net.ports is None:  # every port, except the container's own
+        for port in net.reserved:
+            rules.append([*chain, "-p", port.protocol, "--dport", _dports(port.ports), "-j", "RETURN"])
+        for protocol in ("tcp", "udp"):
+            rules.append([*chain, "-p", protocol, "-j", "DNAT", "--to-destination", str(net.guest_ip)])
+        return rules
+    for rule in net.ports:
+        destination = str(rule.target or net.guest_ip)
+        if rule.incoming == rule.guest:
+            rules.append([*chain, "-p", rule.protocol, "--dport", _dports(rule.incoming),
+                          "-j", "DNAT", "--to-destination", destination])  # fmt: skip
+            continue
+        for incoming, guest in rule.pairs():  # a shifted range: port by port
+            rules.append([*chain, "-p", rule.protocol, "--dport", str(incoming),
+                          "-j", "DNAT", "--to-destination", f"{destination}:{guest}"])  # fmt: skip
     return rules
 
 
 def masquerade_rules(net: GuestNetwork) -> list[list[str]]:
     subnet = str(net.subnet)
     return [["-A", MASQ_CHAIN, "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE"]]
+
+
+def isolation_rules(net: GuestNetwork, *, bridge: str = BRIDGE_NAME) -> list[list[str]]:
+    """Filter rules when the guest is isolated: from its LAN only replies (to inbound redirects
+    and to the container's own probes), its explicit forwards (DNATed), and DHCP pass."""
+    if not net.restrict:
+        return []
+    rules: list[list[str]] = []
+    for chain in (FORWARD_CHAIN, INPUT_CHAIN):
+        from_guest = ["-A", chain, "-i", bridge]
+        rules += [
+            [*from_guest, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            [*from_guest, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
+        ]
+        if chain == INPUT_CHAIN:
+            rules.append([*from_guest, "-p", "udp", "--dport", "67", "-j", "ACCEPT"])  # DHCP from dnsmasq
+        rules.append([*from_guest, "-j", "REJECT"])
+    return rules
+
+
+def rule_table(rule: list[str]) -> str:
+    return "filter" if rule[1] in (FORWARD_CHAIN, INPUT_CHAIN) else "nat"
 
 
 def _iptables(*args: str, check: bool = True) -> bool:
@@ -169,17 +254,22 @@ def _hook_chain(table: str, parent: str, chain: str) -> None:
         _iptables("-t", table, "-I", parent, "1", "-j", chain)
 
 
-def install_rules(net: GuestNetwork, *, controller_ports: Sequence[int] = ()) -> None:
-    _hook_chain("nat", "PREROUTING", DNAT_CHAIN)
-    _hook_chain("nat", "POSTROUTING", MASQ_CHAIN)
-    for rule in [*dnat_rules(net, controller_ports=controller_ports), *masquerade_rules(net)]:
-        _iptables("-t", "nat", *rule)
+def all_rules(net: GuestNetwork) -> list[list[str]]:
+    return [*dnat_rules(net), *masquerade_rules(net), *isolation_rules(net)]
+
+
+def install_rules(net: GuestNetwork) -> None:
+    """Our chains, emptied and filled again: installing twice leaves the rules of one install."""
+    for table, parent, chain in CHAINS:
+        _hook_chain(table, parent, chain)
+    for rule in all_rules(net):
+        _iptables("-t", rule_table(rule), *rule)
 
 
 def remove_rules() -> None:
     """Undo install_rules (a restarted container must not find them twice)."""
-    for parent, chain in (("PREROUTING", DNAT_CHAIN), ("POSTROUTING", MASQ_CHAIN)):
-        while _iptables("-t", "nat", "-D", parent, "-j", chain, check=False):
+    for table, parent, chain in CHAINS:
+        while _iptables("-t", table, "-D", parent, "-j", chain, check=False):
             pass
-        _iptables("-t", "nat", "-F", chain, check=False)
-        _iptables("-t", "nat", "-X", chain, check=False)
+        _iptables("-t", table, "-F", chain, check=False)
+        _iptables("-t", table, "-X", chain, check=False)
