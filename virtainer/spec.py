@@ -423,8 +423,8 @@ SETTINGS: tuple[Setting, ...] = (
             ("VM_TCP_PORTS",), translate=_ports_from_supravm),
     Setting("guest_forwards", "guest connections carried elsewhere: [tcp:|udp:]TARGET-IP:PORT:REAL-IP:PORT ...",
             ("VM_GUEST_TCP_FWDS",), translate=_forwards_from_supravm),
-    Setting("guest_restrict", "1: the guest reaches nothing but its guest_forwards (inbound ports still work)",
-            ("VM_GUEST_RESTRICT",)),
+    Setting("guest_restrict", "1: the guest reaches nothing but its guest_forwards; inbound ports still work "
+            "(with network=user only from this host's loopback)", ("VM_GUEST_RESTRICT",)),
     Setting("guest_lan", "the guest's LAN, e.g. 192.168.199.0/24 (default: one no route of the container uses)",
             ("VM_GUEST_LAN",)),
     Setting("diff", "path of the qcow2 diff (the VM's persistent disk)"),

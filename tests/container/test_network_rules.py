@@ -181,19 +181,24 @@ def test_explicit_rules_forward_only_their_ports_and_survive_a_restart(
         container.remove()
 
 
-def test_every_port_mode_keeps_the_api_port_and_the_mac_is_stable(
+def test_every_port_mode_keeps_the_container_ports_and_the_mac_is_stable(
     generic_image: str, tiny: TinyGuest, volume: Path
 ) -> None:
-    """No rules: every port reaches the guest except the API's. The default MAC is recorded beside
-    the diff: the same in a replacing container and for a copied diff in another volume."""
-    env = {"VIRTAINER_CMDLINE": cmdline(listen=f"tcp:80,tcp:{API_PORT}")}
-    first = boot(generic_image, tiny, volume, "mac1", **env)
+    """No rules: every port reaches the guest except the container's own (the API's, VNC's when the
+    display is on, VIRTAINER_RESERVED_PORTS). The default MAC is recorded beside the diff: the same
+    in a replacing container and for a copied diff in another volume."""
+    env = {"VIRTAINER_CMDLINE": cmdline(listen=f"tcp:80,tcp:{API_PORT},tcp:5999,tcp:9100")}
+    first = boot(generic_image, tiny, volume, "mac1", VM_GUEST_VNC="1", VIRTAINER_RESERVED_PORTS="9100", **env)
     try:
         address = first.ip
         assert wait_until(lambda: tcp_reply(address, 80), 30, "port 80 -> guest") == b"TINY-TCP-80\n"
         assert banner(address).startswith(TINY_BANNER)
+        # the guest listens on these three too: they stay the container's
         assert tcp_reply(address, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
-        assert f"except the container's own: tcp/{API_PORT} (REST API)" in first.logs()
+        assert tcp_reply(address, 5999).startswith(b"RFB 003.")  # QEMU's VNC server, in the container
+        assert tcp_reply(address, 9100) == b""  # nothing listens there in the container
+        kept = f"tcp/{API_PORT} (REST API), tcp/5999 (VNC), tcp/9100 (VIRTAINER_RESERVED_PORTS)"
+        assert f"except the container's own: {kept}" in first.logs()
         mac = guest_line(first, "GUEST-MAC:")
         assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", mac)
         assert json.loads((volume / "local_image.qcow2.nic.json").read_text()) == {"mac": mac}

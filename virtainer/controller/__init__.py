@@ -9,7 +9,8 @@ reused (the REST API of a later issue starts from the same `Controller`):
               that name the missing flag;
 - `daemons`   libvirtd as a supervised child (started, awaited, restarted if it dies);
 - `network`   the guest LAN (a subnet that avoids the container's routes) and the iptables
-              rules that hand every port of the container to the guest;
+              rules: every port of the container (or the explicit port rules) to the guest,
+              the guest's forwards, its isolation;
 - `logsink`   docker logs: the serial console plus one line per step and readiness stage;
 - `health`    the ready file the image's HEALTHCHECK tests;
 - `controller` the orchestration, signals and graceful stop.

@@ -223,11 +223,15 @@ class Controller:
         self, spec: VmSpec, net: NetworkSpec, reserved: tuple[network.ReservedPort, ...]
     ) -> VmSpec:
         """No NET_ADMIN: QEMU's user-mode networking (outbound NAT in QEMU, inbound port by port)."""
-        if net.forwards:
-            raise preflight.ContainerSetupError(
-                f"{self.raw['guest_forwards'].origin} needs the NET_ADMIN capability (user-mode networking "
-                "cannot carry guest forwards): add --cap-add NET_ADMIN (--privileged includes it)"
-            )
+        # QEMU's user-mode networking carries no guest forwards, and its restrict=on drops the
+        # guest's replies to every inbound client but the container's own loopback (measured)
+        for key, why in (("guest_forwards", "user-mode networking cannot carry guest forwards"),
+                         ("guest_restrict", "user-mode isolation would cut inbound connections from other hosts")):
+            if key in self.raw and (net.forwards if key == "guest_forwards" else net.restrict):
+                raise preflight.ContainerSetupError(
+                    f"{self.raw[key].origin} needs the NET_ADMIN capability ({why}): add --cap-add NET_ADMIN "
+                    "(--privileged includes it)"
+                )  # fmt: skip
         self.sink.line(
             "no NET_ADMIN capability: the VM uses QEMU's user-mode networking (slirp; this libvirt has no "
             "passt backend): outbound traffic works, inbound only on the forwarded ports"
@@ -241,8 +245,6 @@ class Controller:
         check_user_mode_ports(net, lambda accepted: self._fail("ports", accepted))
         assert net.ports is not None
         self.sink.line(f"ports to the guest: {', '.join(rule.describe() for rule in net.ports) or 'none'}")
-        if net.restrict:
-            self.sink.line("guest isolated (QEMU restrict=on): inbound ports still reach it")
         spec = machine.with_nic_mac(spec_with(spec, network=replace(net, mode="user", source="")))
         if "wait_for" not in self.raw and "ssh" in spec.wait_for and net.incoming_port(22) is None:
             spec = spec_with(spec, wait_for=tuple(stage for stage in spec.wait_for if stage != "ssh"))

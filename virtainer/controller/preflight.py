@@ -2,8 +2,9 @@
 
 Each missing capability or device becomes one line naming the flag to add. With `--privileged`
 every check passes as is; with minimal flags (`--cap-add NET_ADMIN --cap-add SYS_ADMIN`) the
-controller fixes what it may (creates /dev/net/tun, remounts /proc/sys read-write); with no flags
-at all only a VM without a NIC (`VIRTAINER_NETWORK=none`) or with user-mode networking runs.
+controller fixes what it may (creates /dev/net/tun, remounts /proc/sys read-write). Without
+NET_ADMIN the controller does not call these checks: the VM gets QEMU's user-mode networking
+instead (see controller._user_mode_fallback), unless a setting needs the NAT network.
 """
 
 from __future__ import annotations
