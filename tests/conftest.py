@@ -17,25 +17,29 @@ VM_ROOT = Path(os.environ.get("VIRTAINER_TEST_VM_ROOT", "/var/tmp/virtainer-test
 LIBVIRT_URI = "qemu:///system"
 
 
-@pytest.fixture
-def vm_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A fresh 0755 directory for one test's VM files, removed afterwards."""
-    path = VM_ROOT / f"{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
+@contextlib.contextmanager
+def _fresh_vm_dir(label: str) -> Iterator[Path]:
+    """A fresh 0755 directory for VM files, removed afterwards."""
+    path = VM_ROOT / f"{label[:40]}-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True)
     for part in (VM_ROOT, path):
         part.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def vm_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    with _fresh_vm_dir(request.node.name) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 def module_vm_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
-    path = VM_ROOT / f"{request.module.__name__.rsplit('.', 1)[-1][:40]}-{uuid.uuid4().hex[:6]}"
-    path.mkdir(parents=True)
-    for part in (VM_ROOT, path):
-        part.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with _fresh_vm_dir(request.module.__name__.rsplit(".", 1)[-1]) as path:
+        yield path
 
 
 def unique_name(prefix: str) -> str:
