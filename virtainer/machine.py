@@ -22,7 +22,7 @@ from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import DataDisk, VmSpec, spec_with
+from virtainer.spec import BASE_RECORD_SUFFIX, DataDisk, VmSpec, beside_diff, spec_with
 
 
 class Reporter(Protocol):
@@ -431,7 +431,8 @@ def status(hv: Hypervisor, name: str) -> VmStatus:
         result.stages = readiness.records() if readiness else []
     if result.diff_path:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            result.base = storage.BaseRecord.from_json(Path(result.diff_path + ".base.json").read_text())
+            record = beside_diff(Path(result.diff_path), BASE_RECORD_SUFFIX)
+            result.base = storage.BaseRecord.from_json(record.read_text())
     return result
 
 

@@ -218,22 +218,30 @@ class VmSpec:
     @property
     def base_record_path(self) -> Path:
         """The base image's identity, recorded beside the diff (it travels with the diff)."""
-        return self.diff_path.with_name(self.diff_path.name + ".base.json")
+        return beside_diff(self.diff_path, BASE_RECORD_SUFFIX)
 
     @property
     def password_path(self) -> Path:
         """A generated password lives beside the diff: same disk, same password, same seed."""
-        return self.diff_path.with_name(self.diff_path.name + ".password")
+        return beside_diff(self.diff_path, ".password")
 
     @property
     def nvram_path(self) -> Path:
         """UEFI variables (boot entries, ...) live beside the diff and travel with it."""
-        return self.diff_path.with_name(self.diff_path.name + ".nvram.fd")
+        return beside_diff(self.diff_path, ".nvram.fd")
 
     @property
     def nic_record_path(self) -> Path:
         """The NIC's MAC address, recorded beside the diff: a copied diff keeps its NIC."""
-        return self.diff_path.with_name(self.diff_path.name + ".nic.json")
+        return beside_diff(self.diff_path, ".nic.json")
+
+
+def beside_diff(diff: Path, suffix: str) -> Path:
+    """A file that belongs to a diff sits next to it, named after it, and travels with it."""
+    return diff.with_name(diff.name + suffix)
+
+
+BASE_RECORD_SUFFIX = ".base.json"
 
 
 @dataclass(frozen=True)

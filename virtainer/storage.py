@@ -446,6 +446,3 @@ class DiffLock:
         finally:
             self.release()
 
-
-def disk_usage_ok(path: Path, needed_bytes: int) -> bool:
-    return shutil.disk_usage(path).free >= needed_bytes
