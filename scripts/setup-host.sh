@@ -24,9 +24,11 @@ for package in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
-  apt-get update -q
+  # wait for a package manager run elsewhere on this machine instead of failing at its lock
+  apt_wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${apt_wait[@]}" update -q
   # policy-rc.d: on hosts without systemd, package scripts must not try to start services
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # ---- /dev/kvm ------------------------------------------------------------------------------
