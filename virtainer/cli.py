@@ -28,6 +28,7 @@ from virtainer.accel import choose_accelerator
 from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.errors import EXIT_OK, EXIT_RUNTIME, VirtainerError
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+from virtainer.orchestration.commands import add_commands as add_orchestration_commands
 from virtainer.readiness import StageRecord
 from virtainer.spec import (
     SETTINGS,
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     screenshot.add_argument("name", nargs="?", default="vm")
     screenshot.add_argument("-o", "--output", type=Path, help="file to write (default NAME-screen.png)")
     COMMANDS.update(add_api_commands(commands))  # serve, start|stop|reboot, snapshot (REST API issue)
+    COMMANDS.update(add_orchestration_commands(commands))  # kube render|check
     return parser
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.container.docker import Build, build_image
 from tests.guests import TINY_CMDLINE, TinyGuest, cloud_guest, tiny_guest
+from virtainer.orchestration import needs
 
 VOLUME_ROOT = Path(os.environ.get("VIRTAINER_TEST_VM_ROOT", "/var/tmp/virtainer-tests")) / "container"
 GUEST_MOUNT = "/guest"
@@ -57,7 +58,7 @@ def tiny_options(guest: TinyGuest, volume: Path, **env: str) -> dict[str, object
             "CPU": "1",
             **env,
         },
-        "volumes": [f"{guest.kernel.parent}:{GUEST_MOUNT}:ro", f"{volume}:/mounted"],
+        "volumes": [f"{guest.kernel.parent}:{GUEST_MOUNT}:ro", f"{volume}:{needs.DIFF_MOUNT}"],
     }
 
 

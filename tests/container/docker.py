@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.waiting import wait_until
+from virtainer.orchestration import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-images.sh"
-NETWORK_CAPS = ("NET_ADMIN", "SYS_ADMIN")  # what a VM with a NIC needs where --privileged cannot start
+NETWORK_CAPS = needs.NETWORK_CAPABILITIES  # what a VM with a NIC needs where --privileged cannot start
 
 
 def docker(

@@ -28,10 +28,11 @@ from tests.container.docker import NETWORK_CAPS, Container, docker, start
 from tests.container.tiny import TINY_BANNER, banner
 from tests.guests import TINY_CMDLINE, TinyGuest
 from tests.waiting import wait_until
+from virtainer.orchestration import needs
 
 pytestmark = pytest.mark.container
 
-API_PORT = 8470
+API_PORT = needs.API_PORT
 BOOT_S = 120
 
 
