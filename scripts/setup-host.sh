@@ -72,9 +72,8 @@ else
   [ -n "${NO_DOCKER:-}" ] || start_reaped dockerd
 fi
 wait_for 30 virsh -q -c qemu:///system version || { log "libvirtd did not come up"; exit 1; }
-if ! virsh -q -c qemu:///system net-list --name | grep -qx default; then
-  virsh -q -c qemu:///system net-start default >/dev/null || log "could not start libvirt's default network"
-fi
+# libvirt's `default` network is not started here: `virtainer up` starts the network it uses,
+# and the tests make a network of their own (tests/conftest.py nat_network)
 if [ -z "${NO_DOCKER:-}" ]; then
   wait_for 60 docker info || { log "dockerd did not come up (see /var/log/virtainer/dockerd.log)"; exit 1; }
 fi

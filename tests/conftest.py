@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import random
+import re
 import shutil
 import subprocess
 import uuid
@@ -58,3 +61,43 @@ def domain_name(request: pytest.FixtureRequest) -> Iterator[str]:
     name = unique_name(request.node.name[:12].strip("_").replace("_", "-"))
     yield name
     forget_domain(name)
+
+
+@pytest.fixture(scope="session")
+def nat_network() -> Iterator[str]:
+    """A libvirt NAT network of the tests' own (transient, unique name, a /24 no kernel route uses).
+
+    Never libvirt's `default`: whether that one is defined, active, or carries a previous run's
+    leases is what the daemon accumulated, not a fact of this run."""
+    name = unique_name("net")  # vt-net-XXXXXX: 13 characters, within libvirt's bridge name limit
+    for subnet in _free_subnets():
+        gateway = subnet.network_address + 1
+        xml = (
+            f"<network><name>{name}</name><forward mode='nat'/><bridge name='vtbr{name[-6:]}'/>"
+            f"<ip address='{gateway}' netmask='{subnet.netmask}'><dhcp>"
+            f"<range start='{subnet.network_address + 2}' end='{subnet.broadcast_address - 1}'/></dhcp></ip></network>"
+        )
+        done = subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "net-create", "/dev/stdin"], input=xml,
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        if done.returncode == 0:
+            break
+        if "in use" not in done.stderr:  # another run took that subnet meanwhile: try the next one
+            raise AssertionError(f"cannot create the tests' libvirt network: {done.stderr.strip()}")
+    else:
+        raise AssertionError("no free /24 in 10.231.0.0/16 for the tests' libvirt network")
+    try:
+        yield name
+    finally:
+        subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "net-destroy", name], capture_output=True, timeout=60)
+
+
+def _free_subnets() -> Iterator[ipaddress.IPv4Network]:
+    """/24s of 10.231.0.0/16 that overlap none of the kernel's IPv4 routes, in random order."""
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"], capture_output=True, text=True,
+                            timeout=30, check=True).stdout  # fmt: skip
+    used = [ipaddress.IPv4Network(word, strict=False) for word in re.findall(r"\b\d+\.\d+\.\d+\.\d+/\d+\b", routes)]
+    candidates = list(ipaddress.IPv4Network("10.231.0.0/16").subnets(new_prefix=24))
+    random.shuffle(candidates)
+    for subnet in candidates:
+        if not any(subnet.overlaps(route) for route in used):
+            yield subnet

@@ -48,13 +48,14 @@ class CloudVm:
 
 
 @pytest.fixture(scope="module")
-def cloud_vm(module_vm_dir: Path) -> Iterator[CloudVm]:
+def cloud_vm(module_vm_dir: Path, nat_network: str) -> Iterator[CloudVm]:
     guest = cloud_guest()
     key = make_key(module_vm_dir)
     name = unique_name("apicloud")
     settings = {
         "name": name, "image": str(guest.base_image), "os_variant": "debian12", "ssh_keys": [str(key.public)],
-        "vcpus": 2, "memory": "1024M", "state_dir": str(module_vm_dir / "state"),
+        "vcpus": 2, "memory": "1024M", "network": f"network:{nat_network}",
+        "state_dir": str(module_vm_dir / "state"),
         "diff": str(module_vm_dir / "diff.qcow2"), "boot_timeout": 480,
     }  # fmt: skip
     spec = resolve_spec(settings_from_mapping(settings, "test"))

@@ -52,6 +52,20 @@ def build_image(variant: str, env: Mapping[str, str] | None = None, timeout: flo
     return Build(match.group(2), match.group(1) == "cached", seconds, done.stdout + done.stderr)
 
 
+def docker_host_address(network: str = "bridge") -> str:
+    """This host's address on a Docker network, as its containers reach it: read from the kernel.
+
+    Not IPAM's Gateway field: an engine that has just created its default bridge reports none
+    (the field appears only after a daemon restart)."""
+    template = '{{index .Options "com.docker.network.bridge.name"}}'
+    interface = docker("network", "inspect", network, "-f", template).stdout.strip() or "docker0"
+    done = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", interface], capture_output=True, text=True,
+                          timeout=30, check=False)  # fmt: skip
+    match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", done.stdout)
+    assert match, f"the bridge {interface} of Docker network {network} has no IPv4 address: {done.stdout}{done.stderr}"
+    return match.group(1)
+
+
 def unique(prefix: str) -> str:
     return f"vt-ctest-{prefix}-{uuid.uuid4().hex[:6]}"
 

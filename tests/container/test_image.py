@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.container.conftest import tiny_options
-from tests.container.docker import Build, build_image, docker, start
+from tests.container.docker import Build, build_image, docker, docker_host_address, start
 from tests.guests import TinyGuest, cloud_guest
 
 pytestmark = pytest.mark.container
@@ -126,7 +126,7 @@ def test_debian_variant_from_a_url(cloud_image_server: _Server) -> None:
 
 def test_generic_image_downloads_image_url_at_run_time(generic_image: str, tiny: TinyGuest, volume: Path) -> None:
     """`IMAGE_URL` (+ sha256) at `docker run`: downloaded by the controller, verified, booted."""
-    gateway = docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "bridge").stdout.strip()
+    gateway = docker_host_address()
     for server in serve(tiny.base_image.parent, gateway):
         options = tiny_options(tiny, volume, VIRTAINER_NETWORK="none")
         env = dict(options["env"])  # type: ignore[call-overload]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.container.conftest import new_volume, tiny_options
-from tests.container.docker import NETWORK_CAPS, Container, docker, start
+from tests.container.docker import NETWORK_CAPS, Container, docker, docker_host_address, start
 from tests.container.tiny import TINY_BANNER, banner
 from tests.guests import TINY_CMDLINE, TinyGuest
 from tests.waiting import wait_until
@@ -76,7 +76,7 @@ class OutsideListener:
 @pytest.fixture(scope="module")
 def gateway() -> str:
     """The Docker bridge's gateway: the host's address as containers see it."""
-    return docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    return docker_host_address()
 
 
 @pytest.fixture

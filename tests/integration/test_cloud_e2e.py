@@ -44,7 +44,7 @@ class BootedCloudGuest:
 
 
 @pytest.fixture(scope="module")
-def booted(module_vm_dir: Path) -> Iterator[BootedCloudGuest]:
+def booted(module_vm_dir: Path, nat_network: str) -> Iterator[BootedCloudGuest]:
     guest = cloud_guest()
     key = make_key(module_vm_dir)
     user_data = module_vm_dir / "user-data"
@@ -55,7 +55,8 @@ def booted(module_vm_dir: Path) -> Iterator[BootedCloudGuest]:
     command = [
         *VIRTAINER, "up", name, "--image", str(guest.base_image), "--os-variant", "debian12",
         "--ssh-keys", str(key.public), "--user-data", str(user_data), "--meta-data", str(meta_data),
-        "--vcpus", "2", "--memory", "1024", "--state-dir", str(module_vm_dir / "state"),
+        "--vcpus", "2", "--memory", "1024", "--network", f"network:{nat_network}",
+        "--state-dir", str(module_vm_dir / "state"),
         "--diff", str(module_vm_dir / "diff.qcow2"), "--boot-timeout", "420",
         "--disks", f"{module_vm_dir / 'data.qcow2'},{DATA_MOUNT},ext4,1G",
     ]  # fmt: skip

@@ -110,9 +110,9 @@ def test_diff_on_a_different_base_is_refused(tiny: TinyGuest, vm_dir: Path, doma
     assert (sha256(diff), (vm_dir / "diff.qcow2.base.json").read_text(), sha256(other_base)) == before
 
 
-def test_network_readiness_stages(tiny: TinyGuest, vm_dir: Path, domain_name: str) -> None:
+def test_network_readiness_stages(tiny: TinyGuest, vm_dir: Path, domain_name: str, nat_network: str) -> None:
     args = up_args(tiny, domain_name, vm_dir)
-    args[args.index("--network") + 1] = "default"
+    args[args.index("--network") + 1] = f"network:{nat_network}"
     args[args.index("--wait-for") + 1] = "running,ip,ssh"
     done = virtainer(*args)
     address = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("address:"))
