@@ -40,7 +40,7 @@ from virtainer.spec import (
     settings_from_env,
     settings_from_file,
 )
-from virtainer.storage import require_system_disk
+from virtainer.storage import DiffLock, require_system_disk
 
 CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
 
@@ -168,7 +168,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     require_system_disk(spec)
     reporter = CliReporter()
-    with _hypervisor(args) as hv:
+    # the container's diff lock: two starts on one diff never write it at once
+    with _hypervisor(args) as hv, DiffLock(spec.diff_path).held():
         result = machine.up(spec, hv, reporter, wait=not args.no_wait)
     total = time.monotonic() - reporter.started
     out.print(f"VM '{result.name}' is {'running' if args.no_wait else 'ready'} after {total:.1f} s")

@@ -20,6 +20,8 @@ from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
 from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
+from virtainer.faults import crash_point
+from virtainer.files import write_atomic
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
 from virtainer.spec import BASE_RECORD_SUFFIX, DataDisk, VmSpec, beside_diff, spec_with
@@ -246,11 +248,10 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
         hv.ensure_network_active(spec.network.source)
     generated = _write_vm_files(plan, reporter)
     xml = plan.domain_xml()
-    if spec.vnc is not None and spec.vnc.password:
-        write_secret_file(spec.state_dir / "domain.xml", xml)  # it holds the VNC password
-    else:
-        (spec.state_dir / "domain.xml").write_text(xml)
+    has_secret = spec.vnc is not None and bool(spec.vnc.password)  # the XML holds the VNC password
+    write_atomic(spec.state_dir / "domain.xml", xml, mode=0o600 if has_secret else 0o644)
     hv.define(xml)
+    crash_point("defined")
     _restore_snapshots(hv, spec, reporter)
     readiness = Readiness(started_at=time.time(), wanted=spec.wait_for)
     spec.serial_log_path.unlink(missing_ok=True)  # this boot's console only
@@ -285,10 +286,10 @@ def wait_ready(
     record_path = spec.state_dir / "readiness.json"
 
     def on_stage(record: StageRecord) -> None:
-        record_path.write_text(readiness.to_json())
+        write_atomic(record_path, readiness.to_json())
         reporter.stage(record)
 
-    record_path.write_text(readiness.to_json())
+    write_atomic(record_path, readiness.to_json())
     forwarded_ssh = spec.network.incoming_port(22) if spec.network.mode == "user" else None
     return wait_until_ready(
         hv, spec.name, readiness, timeout_s=spec.boot_timeout_s, on_stage=on_stage, stop=stop,
@@ -299,8 +300,7 @@ def wait_ready(
 def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
     """The only place `up` writes: state dir, diff, data disks, seed, generated password."""
     spec = plan.spec
-    spec.state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(spec.state_dir, 0o755)  # QEMU (libvirt-qemu user) must reach the seed and logs
+    _make_state_dir(spec.state_dir)
     if plan.base is None or plan.identity is None:
         storage.prepare_standalone_disk(spec, plan.disk_formats[spec.diff_path])
     else:
@@ -310,9 +310,11 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
         created = storage.prepare_nvram(spec)
         how = f"created from {spec.uefi.vars_template}" if created else "reusing"
         reporter.step(f"UEFI NVRAM {spec.nvram_path} ({how})")
+        crash_point("nvram")
     for disk in spec.data_disks:
         if disk.size_mib and storage.create_data_disk(disk.path, disk.size_mib):
             reporter.step(f"created data disk {disk.path}")
+            crash_point("data-disk")
     if spec.mac_address and spec.network.mode != "none" and storage.save_mac(spec, spec.mac_address):
         reporter.step(f"NIC MAC {spec.mac_address} recorded in {spec.nic_record_path}")
     generated = None
@@ -322,7 +324,20 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
         if generated:
             write_secret_file(spec.password_path, generated + "\n")
         reporter.step(f"cloud-init seed {plan.seed_path} (instance-id {plan.seed.instance_id})")
+        crash_point("seed")
     return generated
+
+
+def _make_state_dir(path: Path) -> None:
+    """Create the state directory readable by QEMU (libvirt-qemu must reach the seed and logs).
+    An existing directory is the user's: its mode is never changed (`--state-dir /tmp`)."""
+    if path.is_dir():
+        return
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o755)
 
 
 def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:

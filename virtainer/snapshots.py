@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from lxml import etree
 
 from virtainer import storage
 from virtainer.errors import ConfigError, ConflictError, HypervisorError, NotFoundError, VirtainerError
+from virtainer.files import write_atomic
 from virtainer.hypervisor import DomainState, Hypervisor
 
 SnapshotKind = Literal["disk", "memory"]
@@ -122,14 +122,8 @@ class SnapshotStore:
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomic (temp + rename) and private: the domain XML inside may hold secrets."""
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temp, path)
+    """Atomic and private: the domain XML inside holds the definition's secrets."""
+    write_atomic(path, text, mode=0o600)
 
 
 # ---------------------------------------------------------------------------------------------

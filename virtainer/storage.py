@@ -17,12 +17,14 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError
+from virtainer.faults import crash_point
+from virtainer.files import staged, write_atomic, write_atomic_with
 from virtainer.spec import ImageSource, VmSpec
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
@@ -116,7 +118,7 @@ def base_identity(path: Path, progress: ProgressFn | None = None) -> BaseIdentit
     )
     cache[key] = asdict(identity)
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
-        _write_atomic(identity_cache_path(), json.dumps(cache, indent=1), mode=0o644)
+        write_atomic(identity_cache_path(), json.dumps(cache, indent=1), mode=0o644)
     return identity
 
 
@@ -126,20 +128,6 @@ def _read_json(path: Path) -> dict[str, dict[str, object]]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _write_atomic(path: Path, text: str, *, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as stream:
-            stream.write(text)
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,31 +180,28 @@ def fetch_base_image(source: ImageSource, progress: ProgressFn | None = None) ->
 def _download(url: str, target: Path, sha256: str | None, progress: ProgressFn | None) -> None:
     import httpx  # imported here: only downloads need it
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
-    try:
+
+    def fetch(stream: BinaryIO) -> None:
         with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
             if response.status_code != 200:
                 raise ImageError(f"download of {url} failed: HTTP {response.status_code}")
             total = int(response.headers.get("content-length", 0)) or None
             done = 0
-            with partial.open("wb") as stream:
-                for chunk in response.iter_bytes(HASH_CHUNK):
-                    stream.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
+            for chunk in response.iter_bytes(HASH_CHUNK):
+                stream.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        got = digest.hexdigest()
+        if sha256 and got != sha256:
+            raise ImageError(f"download of {url} refused: sha256 is {got}, expected {sha256}")
+
+    try:
+        write_atomic_with(target, fetch, mode=0o644)
     except httpx.HTTPError as error:
-        partial.unlink(missing_ok=True)
         raise ImageError(f"download of {url} failed: {error}") from None
-    got = digest.hexdigest()
-    if sha256 and got != sha256:
-        partial.unlink(missing_ok=True)
-        raise ImageError(f"download of {url} refused: sha256 is {got}, expected {sha256}")
-    os.chmod(partial, 0o644)
-    os.replace(partial, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,16 +243,14 @@ def prepare_nvram(spec: VmSpec) -> bool:
     """Create the VM's NVRAM from the firmware's template unless it exists. True when created."""
     if spec.uefi is None or spec.nvram_path.exists():
         return False
-    spec.nvram_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = spec.nvram_path.with_name(f".{spec.nvram_path.name}.creating")
     try:
-        shutil.copyfile(spec.uefi.vars_template, temp)
-        os.chmod(temp, 0o644)
-        os.replace(temp, spec.nvram_path)
+        with staged(spec.nvram_path, replace=False) as temp:
+            shutil.copyfile(spec.uefi.vars_template, temp)
+            os.chmod(temp, 0o644)
+    except FileExistsError:
+        return False  # made meanwhile by another start: it is the VM's, keep it
     except OSError as error:
         raise ImageError(f"cannot create UEFI NVRAM {spec.nvram_path}: {error.strerror}") from None
-    finally:
-        temp.unlink(missing_ok=True)
     return True
 
 
@@ -305,29 +288,33 @@ def check_diff_matches_base(spec: VmSpec, identity: BaseIdentity) -> bool:
 
 
 def prepare_diff(spec: VmSpec, base: Path, identity: BaseIdentity) -> bool:
-    """Create the diff, or reuse it when it was made on this base. Returns True when reused."""
+    """Create the diff, or reuse it when it was made on this base. Returns True when reused.
+
+    The base record is written before the diff appears: a crash in between leaves a record and
+    no diff, which the next start simply completes (a diff without its record is refused).
+    """
     reused = check_diff_matches_base(spec, identity)
     if reused:
         _point_diff_at(spec.diff_path, base, identity)
     else:
-        spec.diff_path.parent.mkdir(parents=True, exist_ok=True)
-        _create_overlay(spec.diff_path, base, identity)
         record = BaseRecord(identity=identity, path=str(base))
-        _write_atomic(spec.base_record_path, record.to_json(), mode=0o644)
+        write_atomic(spec.base_record_path, record.to_json(), mode=0o644)
+        crash_point("base-recorded")
+        _create_overlay(spec.diff_path, base, identity)
+        crash_point("diff-created")
     if spec.disk_size_mib:
         grow_diff(spec.diff_path, spec.disk_size_mib)
     return reused
 
 
 def _create_overlay(diff: Path, base: Path, identity: BaseIdentity) -> None:
-    # Build under a temporary name: an interrupted create must not look like a user's diff.
-    temp = diff.with_name(f".{diff.name}.creating")
-    temp.unlink(missing_ok=True)
+    # Built under a temporary name (an interrupted create must not look like a user's diff) and
+    # published without replacing: a diff another start made meanwhile is never clobbered.
     try:
-        qemu_img("create", "-q", "-f", "qcow2", "-F", identity.format, "-b", str(base.resolve()), str(temp))
-        os.replace(temp, diff)
-    finally:
-        temp.unlink(missing_ok=True)
+        with staged(diff, replace=False) as temp:
+            qemu_img("create", "-q", "-f", "qcow2", "-F", identity.format, "-b", str(base.resolve()), str(temp))
+    except FileExistsError:
+        raise ConflictError(f"diff {diff} was created by another start meanwhile; it is left as it is") from None
 
 
 def _point_diff_at(diff: Path, base: Path, identity: BaseIdentity) -> None:
@@ -372,10 +359,11 @@ def create_data_disk(path: Path, size_mib: int) -> bool:
     """Create an empty qcow2 data disk unless one exists. Returns True when created."""
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.creating")
-    qemu_img("create", "-q", "-f", "qcow2", str(temp), f"{size_mib}M")
-    os.replace(temp, path)
+    try:
+        with staged(path, replace=False) as temp:
+            qemu_img("create", "-q", "-f", "qcow2", str(temp), f"{size_mib}M")
+    except FileExistsError:
+        return False  # made meanwhile: it is the user's now, keep it
     return True
 
 
@@ -398,7 +386,7 @@ def save_mac(spec: VmSpec, mac: str) -> bool:
     """Record the NIC's MAC beside the diff unless one is recorded. True when written."""
     if spec.nic_record_path.exists():
         return False
-    _write_atomic(spec.nic_record_path, json.dumps({"mac": mac}) + "\n", mode=0o644)
+    write_atomic(spec.nic_record_path, json.dumps({"mac": mac}) + "\n", mode=0o644)
     return True
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from virtainer.api.settings import ApiSettings
 from virtainer.errors import AuthError
+from virtainer.files import write_atomic
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -45,13 +45,7 @@ def _read_private(path: Path) -> str | None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.unlink(missing_ok=True)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
+    write_atomic(path, text, mode=0o600)
 
 
 def require_token(

@@ -10,16 +10,13 @@ them the instance-id, are identical; compare `Seed.files` or `Seed.instance_id` 
 an existing ISO is still current.
 
 Everything written here may hold secrets (passwords, private user-data), so it is written
-atomically with mode 0600: to `<path>.staging-<random>` in the same directory, fsynced, then
-renamed over `path`. On any failure the staging file is removed and `path` is left as it was.
+atomically with mode 0600 (virtainer.files): under a unique temporary name in the same directory,
+fsynced, then renamed over `path`. On any failure `path` is left as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +26,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from virtainer.cloudinit.seed import META_DATA, NETWORK_CONFIG, USER_DATA, VENDOR_DATA, Seed
 from virtainer.errors import ConfigError, VirtainerError
+from virtainer.files import write_atomic_with
 
 SEED_VOLUME_LABEL = "cidata"  # lower case: older cloud-init only looks for 'cidata'
 PRIVATE_FILE_MODE = 0o600
@@ -169,34 +167,8 @@ def _primary_volume_label(image: BinaryIO) -> str | None:
 
 
 def _write_private_file_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Let `write` fill a 0600 staging file beside `path`, then rename it over `path`."""
-    staging = path.with_name(f"{path.name}.staging-{secrets.token_hex(8)}")
-    created = committed = False
+    """Let `write` fill a 0600 file that then replaces `path` at once (virtainer.files)."""
     try:
-        # O_EXCL: never follow or reuse something already at the staging name.
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-        created = True
-        with os.fdopen(descriptor, "wb") as stream:
-            os.fchmod(stream.fileno(), PRIVATE_FILE_MODE)  # exact mode whatever the umask
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        staging.replace(path)
-        committed = True
+        write_atomic_with(path, write, mode=PRIVATE_FILE_MODE, parents=False)
     except OSError as error:
         raise VirtainerError(f"cannot write {path}: {error.strerror or error}") from error
-    finally:
-        if created and not committed:
-            staging.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable. Some file systems cannot fsync a directory; the file itself is
-    complete either way, so that is not an error."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)

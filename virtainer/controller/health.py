@@ -6,9 +6,9 @@ Written atomically (temporary file + rename), so a reader never sees it half-wri
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from virtainer.files import write_atomic
 from virtainer.readiness import Readiness
 
 
@@ -17,10 +17,7 @@ class ReadyFile:
         self.path = path
 
     def mark(self, readiness: Readiness) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
-        temp.write_text(readiness.to_json())
-        os.replace(temp, self.path)
+        write_atomic(self.path, readiness.to_json())
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
