@@ -249,7 +249,7 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     generated = _write_vm_files(plan, reporter)
     xml = plan.domain_xml()
     has_secret = spec.vnc is not None and bool(spec.vnc.password)  # the XML holds the VNC password
-    write_atomic(spec.state_dir / "domain.xml", xml, mode=0o600 if has_secret else 0o644)
+    write_atomic(spec.domain_xml_path, xml, mode=0o600 if has_secret else 0o644)
     hv.define(xml)
     crash_point("defined")
     _restore_snapshots(hv, spec, reporter)
@@ -283,7 +283,7 @@ def _restore_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None
 def wait_ready(
     spec: VmSpec, hv: Hypervisor, readiness: Readiness, reporter: Reporter, stop: threading.Event | None = None
 ) -> Readiness:
-    record_path = spec.state_dir / "readiness.json"
+    record_path = spec.readiness_path
 
     def on_stage(record: StageRecord) -> None:
         write_atomic(record_path, readiness.to_json())
@@ -357,7 +357,7 @@ def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:
 def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: bool) -> UpResult:
     reporter.step(f"VM '{spec.name}' is already running")
     metadata = hv.metadata(spec.name)
-    readiness = Readiness.load(spec.state_dir / "readiness.json") or Readiness(time.time(), spec.wait_for)
+    readiness = Readiness.load(spec.readiness_path) or Readiness(time.time(), spec.wait_for)
     if wait:
         wait_ready(spec, hv, readiness, reporter)
     accelerator = AcceleratorChoice(

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from virtainer.collisions import check_distinct_files
 from virtainer.errors import ConfigError
 from virtainer.firmware import UefiFirmware, find_ovmf, swtpm_installed
 from virtainer.profiles import PROFILES, canonical_profile, profile_names
@@ -216,6 +217,15 @@ class VmSpec:
         return self.state_dir / "serial.log"
 
     @property
+    def domain_xml_path(self) -> Path:
+        """The domain as last defined (for the user to read; libvirt keeps its own copy)."""
+        return self.state_dir / "domain.xml"
+
+    @property
+    def readiness_path(self) -> Path:
+        return self.state_dir / READINESS_FILE
+
+    @property
     def base_record_path(self) -> Path:
         """The base image's identity, recorded beside the diff (it travels with the diff)."""
         return beside_diff(self.diff_path, BASE_RECORD_SUFFIX)
@@ -235,6 +245,11 @@ class VmSpec:
         """The NIC's MAC address, recorded beside the diff: a copied diff keeps its NIC."""
         return beside_diff(self.diff_path, ".nic.json")
 
+    @property
+    def format_record_path(self) -> Path:
+        """The data disks' formats, recorded when first attached: never probed again."""
+        return beside_diff(self.diff_path, ".formats.json")
+
 
 def beside_diff(diff: Path, suffix: str) -> Path:
     """A file that belongs to a diff sits next to it, named after it, and travels with it."""
@@ -242,6 +257,7 @@ def beside_diff(diff: Path, suffix: str) -> Path:
 
 
 BASE_RECORD_SUFFIX = ".base.json"
+READINESS_FILE = "readiness.json"
 
 
 @dataclass(frozen=True)
@@ -945,6 +961,11 @@ class _Reader:
             shown = "***" if SETTINGS_BY_KEY[key].secret else item.value
             raise ConfigError(item.origin, shown, str(invalid)) from None
 
+    def origin(self, key: str) -> str:
+        """The name the user gave a setting (RAM, --memory), or its key when it is a default."""
+        item = self.raw.get(key)
+        return item.origin if item is not None else key
+
     def fail(self, key: str, accepted: str, value: object = None) -> ConfigError:
         """The error for `key`: named as the user wrote it, or by its key when it was a default."""
         item = self.raw.get(key)
@@ -1034,7 +1055,7 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
         storage_dir=storage_dir,
         **hardware,
     )
-    _check_paths_do_not_collide(spec, read)
+    check_distinct_files(spec, read.origin)
     _check_display(spec, read)
     _check_disk_bus_room(spec, read)
     return spec
@@ -1253,16 +1274,6 @@ def _resolve_direct_boot(read: _Reader) -> DirectBoot | None:
             raise read.fail("cmdline", "a command line only together with a kernel (set kernel too)")
         return None
     return DirectBoot(kernel=kernel, initrd=initrd, cmdline=cmdline)
-
-
-def _check_paths_do_not_collide(spec: VmSpec, read: _Reader) -> None:
-    """The diff must never be the base image or a data disk: that would write to them."""
-    if spec.image.path and spec.diff_path.resolve() == spec.image.path.resolve():
-        key = "diff" if read.has("diff") else "image_dir"
-        raise read.fail(key, "a diff path different from the base image (the base is never written)")
-    for disk in spec.data_disks:
-        if disk.path.resolve() == spec.diff_path.resolve():
-            raise read.fail("disks", "data disks other than the diff itself")
 
 
 def spec_with(spec: VmSpec, **changes: Any) -> VmSpec:

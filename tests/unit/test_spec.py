@@ -273,7 +273,7 @@ def test_combination_errors(tmp_path: Path, image: Path) -> None:
         resolve(image=str(image), image_url="https://example.org/x.qcow2")
     with pytest.raises(ConfigError, match="together with a kernel"):
         resolve(initrd=str(image))
-    with pytest.raises(ConfigError, match="different from the base image"):
+    with pytest.raises(ConfigError, match="the same file as diff"):
         resolve(image=str(image), diff=str(image))
 
 
