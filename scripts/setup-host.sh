@@ -16,7 +16,7 @@ PACKAGES=(
   mmdebstrap e2fsprogs fdisk grub-pc-bin                      # test guest images, no loop devices
   openssh-client iproute2 procps ca-certificates curl tini
 )
-[ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman)  # podman: the rootful-Podman container test
+[ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman docker-compose)  # podman: the rootful-Podman container test; docker-compose: the compose examples
 
 missing=()
 for package in "${PACKAGES[@]}"; do
