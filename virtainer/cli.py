@@ -14,19 +14,30 @@ import select
 import sys
 import termios
 import time
+import traceback
 import tty
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 from rich.table import Table
 
 from virtainer import machine
 from virtainer.accel import choose_accelerator
 from virtainer.api.commands import add_commands as add_api_commands
-from virtainer.errors import EXIT_OK, EXIT_RUNTIME, VirtainerError
+from virtainer.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    VirtainerError,
+    debug_enabled,
+    describe_unexpected,
+    one_line,
+)
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.orchestration.commands import add_commands as add_orchestration_commands
 from virtainer.readiness import StageRecord
@@ -39,13 +50,14 @@ from virtainer.spec import (
     resolve_spec,
     settings_from_env,
     settings_from_file,
+    timeout_argument,
 )
 from virtainer.storage import DiffLock, require_system_disk
 
 CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are printed as they are
 
 
 class CliReporter:
@@ -57,10 +69,11 @@ class CliReporter:
         self._tasks: dict[str, TaskID] = {}
 
     def step(self, message: str) -> None:
-        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] {message}")
+        # escaped: a path like /vms/[x]/d.qcow2 is text, not rich markup (a stray [/x] would raise)
+        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] {escape(message)}")
 
     def stage(self, record: StageRecord) -> None:
-        detail = f" [dim]{record.detail}[/dim]" if record.detail else ""
+        detail = f" [dim]{escape(record.detail)}[/dim]" if record.detail else ""
         err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] [green]✓[/green] {record.stage}{detail}")
 
     def progress(self, label: str, done: int, total: int | None) -> None:
@@ -82,8 +95,19 @@ class CliReporter:
 # argument parsing
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) and exit status 2, like every other
+    invalid input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virtainer", description="Cloud-image VMs through libvirt.")
+    parser = OneLineParser(prog="virtainer", description="Cloud-image VMs through libvirt.")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error (env VIRTAINER_DEBUG=1)"
+    )
     parser.add_argument(
         "-c", "--connect", default=os.environ.get("VIRTAINER_LIBVIRT_URI") or os.environ.get("LIBVIRT_DEFAULT_URI"),
         help=f"libvirt URI (default {DEFAULT_URI}; env VIRTAINER_LIBVIRT_URI)",
@@ -106,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = commands.add_parser("down", help="graceful shutdown (agent, then ACPI, then destroy)")
     down.add_argument("name", nargs="?", default="vm")
-    down.add_argument("--timeout", type=float, default=60.0, help="seconds before destroy (default 60)")
+    down.add_argument("--timeout", type=timeout_argument, default=60.0, help="seconds before destroy (default 60)")
 
     destroy = commands.add_parser("destroy", help="power off at once (the diff is kept)")
     destroy.add_argument("name", nargs="?", default="vm")
@@ -138,7 +162,8 @@ def settings_from_args(args: argparse.Namespace) -> RawSettings:
         if value is not None:
             raw[setting.key] = RawValue(value, setting.flag)
     if args.name_arg is not None:
-        raw["name"] = RawValue(args.name_arg, "NAME")
+        positional = RawValue(args.name_arg, "NAME")
+        raw["name"] = positional.with_other(raw["name"]) if "name" in raw else positional  # NAME and --name
     return raw
 
 
@@ -316,10 +341,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except VirtainerError as error:
-        sys.stderr.write(f"virtainer: error: {error}\n")  # exactly one line, never wrapped
+        sys.stderr.write(f"virtainer: error: {one_line(str(error))}\n")  # exactly one line, never wrapped
         return error.exit_code
     except KeyboardInterrupt:
-        err.print("virtainer: interrupted")
+        sys.stderr.write("virtainer: interrupted\n")
+        return EXIT_RUNTIME
+    except Exception as error:  # noqa: BLE001 - whatever it is, the user gets one line and exit 1
+        debug = args.debug or debug_enabled(os.environ)
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (--debug or VIRTAINER_DEBUG=1 shows the traceback)"
+        sys.stderr.write(f"virtainer: error: {describe_unexpected(error)}{hint}\n")
         return EXIT_RUNTIME
 
 

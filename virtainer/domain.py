@@ -156,10 +156,12 @@ _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 
 
 def disk_values(given: LayoutInput) -> dict[str, object]:
-    """The system disk (the diff), data disks in order, then the seed cdrom; targets never collide."""
+    """The system disk (the diff), data disks in order, then the seed; targets never collide.
+
+    The seed is a read-only virtio disk when the guest has virtio drivers, else a cdrom (SATA on
+    q35, IDE's hdc on pc): see VmSpec.seed_bus."""
     spec = given.spec
-    q35 = spec.machine == "q35"
-    taken = set() if q35 else {"hdc"}  # on pc the cdrom keeps hdc (secondary master)
+    taken = {"hdc"} if spec.seed_bus == "ide" else set()  # the IDE cdrom keeps hdc (secondary master)
 
     def target(bus: str) -> str:
         prefix = _TARGET_PREFIX[bus]
@@ -182,8 +184,8 @@ def disk_values(given: LayoutInput) -> dict[str, object]:
         "data_disks": data,
         "scsi_controller": bus == "scsi",
         "seed_path": str(given.seed_path) if given.seed_path else None,
-        "cdrom_bus": "sata" if q35 else "ide",
-        "cdrom_target": target("sata") if q35 else "hdc",
+        "seed_bus": spec.seed_bus,
+        "seed_target": "hdc" if spec.seed_bus == "ide" else target(spec.seed_bus),
     }
 
 

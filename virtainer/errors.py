@@ -7,6 +7,8 @@ JSON error shape with `http_status`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # something failed while doing what was asked
 EXIT_CONFIG = 2  # the request itself was invalid; nothing was created or changed
@@ -78,3 +80,22 @@ class WaitTimeout(VirtainerError):
 
 class AuthError(VirtainerError):
     http_status = 401
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """Text as one line: newlines and other control characters become blanks; at most `limit`."""
+    line = " ".join("".join(char if char.isprintable() else " " for char in text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def describe_unexpected(error: BaseException) -> str:
+    """One line for an error virtainer did not expect: what it is, never a traceback."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return one_line(f"{error.strerror}{where}")
+    return one_line(f"unexpected {type(error).__name__}: {error}")
+
+
+def debug_enabled(environ: Mapping[str, str]) -> bool:
+    """VIRTAINER_DEBUG=1: unexpected errors show their traceback too."""
+    return environ.get("VIRTAINER_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")

@@ -2,18 +2,22 @@
 
 libvirt errors become virtainer errors with meaning (`VIR_ERR_NO_DOMAIN` -> NotFoundError,
 `VIR_ERR_OPERATION_INVALID` on stop -> already off), raised `from None` so users see one line.
+Every public method of `Hypervisor` and `ConsoleStream` is wrapped besides (`_no_raw_libvirt_errors`):
+a libvirt call no method translates itself (a domain gone between lookup and call, libvirtd
+restarting) still leaves this module as a HypervisorError, never as a libvirtError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 import libvirt_qemu
@@ -87,6 +91,36 @@ def _ignore_libvirt_console_noise(_ctx: object, _error: object) -> None:
     """libvirt prints every error to stderr by default; we report them ourselves."""
 
 
+def _translated(error: libvirt.libvirtError, action: str) -> VirtainerError:
+    message = error.get_error_message() or str(error)
+    if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+        return NotFoundError(f"libvirt: {message}")
+    return HypervisorError(f"libvirt failed ({action.strip('_').replace('_', ' ')}): {message}")
+
+
+Wrapped = TypeVar("Wrapped", bound=type)
+
+
+def _no_raw_libvirt_errors(cls: Wrapped) -> Wrapped:
+    """Wrap every public method of `cls` (and __init__): a libvirtError becomes a HypervisorError."""
+
+    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except libvirt.libvirtError as error:
+                raise _translated(error, function.__name__) from None
+
+        return call
+
+    for name, member in list(vars(cls).items()):
+        if callable(member) and (not name.startswith("_") or name == "__init__"):
+            setattr(cls, name, wrap(member))
+    return cls
+
+
+@_no_raw_libvirt_errors
 class Hypervisor:
     """A connection to libvirt. Domain-level operations take the domain name."""
 
@@ -308,13 +342,13 @@ class Hypervisor:
     def console(self, name: str, *, force: bool = True) -> Iterator[ConsoleStream]:
         """The guest's serial console as a byte stream (what `virsh console` attaches to)."""
         domain = self._domain(name)
-        stream = self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
         try:
+            stream = self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
             domain.openConsole(None, stream, flags)
+            console = ConsoleStream(stream)
         except libvirt.libvirtError as error:
             raise HypervisorError(f"cannot open the console of '{name}': {error.get_error_message()}") from None
-        console = ConsoleStream(stream)
         try:
             yield console
         finally:
@@ -416,8 +450,11 @@ class Hypervisor:
             raise HypervisorError(f"guest agent could not freeze filesystems: {message}") from None
 
     def fs_thaw(self, name: str) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
+        try:
             self._domain(name).fsThaw(None, 0)
+        except libvirt.libvirtError as error:
+            message = error.get_error_message()
+            raise HypervisorError(f"guest agent could not thaw filesystems: {message}") from None
 
     def reboot(self, name: str, *, agent: bool) -> None:
         flag = libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN
@@ -442,7 +479,11 @@ class Hypervisor:
 
         def relay(_c: object, dom: libvirt.virDomain, event: int, detail: int, _o: object) -> None:
             kind, why = _lifecycle_names(event, detail)
-            callback(str(dom.name()), kind, why)
+            try:
+                name = str(dom.name())
+            except libvirt.libvirtError:
+                return  # runs in libvirt's event loop: nothing may escape it
+            callback(name, kind, why)
 
         event_id = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
         return int(self.conn.domainEventRegisterAny(None, event_id, relay, None))
@@ -505,6 +546,7 @@ def _with_uuid(xml: str, uuid: str) -> str:
     return etree.tostring(document, encoding="unicode")
 
 
+@_no_raw_libvirt_errors
 class ConsoleStream:
     """Non-blocking libvirt stream with a condition variable: read with a deadline, write any time."""
 

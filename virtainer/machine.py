@@ -138,6 +138,7 @@ def with_nic_mac(spec: VmSpec) -> VmSpec:
 def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
     """Fetch and identify the base, check the diff, build the seed in memory. Writes no VM file."""
     spec = with_nic_mac(spec)
+    storage.check_writable(spec)
     formats = {disk.path: _data_disk_format(disk) for disk in spec.data_disks}
     base: Path | None = None
     identity: storage.BaseIdentity | None = None

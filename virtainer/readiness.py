@@ -7,6 +7,7 @@ itself under TCG: every probe steals CPU time from the emulator.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -15,13 +16,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from virtainer.errors import HypervisorError, WaitTimeout
+from virtainer.errors import HypervisorError, VirtainerError, WaitTimeout, one_line
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.spec import STAGES, Stage
 
 POLL_INTERVAL_S = 1.0
 SSH_PORT = 22
 CLOUD_INIT_RESULT = "/run/cloud-init/result.json"  # written when cloud-init's final stage is done
+CLOUD_INIT_RESULT_MAX = 1 << 20  # the guest writes it: read no more than this
+AGENT_READ_CHUNK = 65536
+
+
+class StageFailed(VirtainerError):
+    """A stage can never be reached: what the guest reported makes no sense."""
 
 
 @dataclass(frozen=True)
@@ -95,25 +102,42 @@ class ReadinessProbe:
         return ""
 
     def cloud_init(self) -> str | None:
-        """Done when cloud-init wrote its result file; its errors are reported, not fatal."""
+        """Done when cloud-init wrote its result file; its errors are reported, not fatal.
+
+        The file comes from the guest: whatever it holds, this returns or raises StageFailed."""
         try:
             handle = self.hv.agent_command(
                 self.name, {"execute": "guest-file-open", "arguments": {"path": CLOUD_INIT_RESULT}}
             )
         except HypervisorError:
             return None
+        if not isinstance(handle, int) or isinstance(handle, bool):
+            raise StageFailed(f"cloud-init stage failed: the guest agent answered {one_line(repr(handle))[:80]} "
+                              "for an open file")  # fmt: skip
         try:
-            chunk = self.hv.agent_command(
-                self.name, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}
-            )
+            content = self._read_all(handle)
+        except HypervisorError:
+            return None  # the agent went away meanwhile: try again on the next poll
         finally:
-            self.hv.agent_command(self.name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
-        try:
-            result = json.loads(base64.b64decode(chunk.get("buf-b64", "")))
-            errors = result.get("v1", {}).get("errors", [])
-        except (ValueError, AttributeError):
-            return "done"
-        return f"done with errors: {'; '.join(map(str, errors))}" if errors else "done"
+            with contextlib.suppress(HypervisorError):
+                self.hv.agent_command(self.name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+        return cloud_init_outcome(content)
+
+    def _read_all(self, handle: int) -> bytes:
+        content = bytearray()
+        while len(content) <= CLOUD_INIT_RESULT_MAX:
+            chunk = self.hv.agent_command(
+                self.name, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": AGENT_READ_CHUNK}}
+            )
+            if not isinstance(chunk, dict):
+                raise StageFailed("cloud-init stage failed: the guest agent's read answer is not an object")
+            try:
+                content += base64.b64decode(str(chunk.get("buf-b64", "")), validate=True)
+            except ValueError:
+                raise StageFailed("cloud-init stage failed: the guest agent sent invalid base64") from None
+            if chunk.get("eof", True) or not chunk.get("count"):
+                return bytes(content)
+        raise StageFailed(f"cloud-init stage failed: {CLOUD_INIT_RESULT} is larger than {CLOUD_INIT_RESULT_MAX} bytes")
 
     @staticmethod
     def ssh(address: str, port: int = SSH_PORT) -> str | None:
@@ -124,6 +148,26 @@ class ReadinessProbe:
         except OSError:
             return None
         return banner.decode(errors="replace").strip() if banner.startswith(b"SSH-") else None
+
+
+def cloud_init_outcome(content: bytes) -> str:
+    """What cloud-init's result.json says: "done", or "done with errors: ...".
+
+    Its shape: {"v1": {"datasource": ..., "errors": [...]}}. Anything else is StageFailed, with
+    the reason: the guest wrote it, so it may be anything at all."""
+    try:
+        result = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        why = one_line(str(error))[:120]
+        raise StageFailed(f"cloud-init stage failed: {CLOUD_INIT_RESULT} is not JSON ({why})") from None
+    v1 = result.get("v1") if isinstance(result, dict) else None
+    errors = v1.get("errors", []) if isinstance(v1, dict) else None
+    if not isinstance(errors, list):
+        raise StageFailed(f'cloud-init stage failed: {CLOUD_INIT_RESULT} has no {{"v1": {{"errors": [...]}}}}')
+    if not errors:
+        return "done"
+    shown = one_line("; ".join(error if isinstance(error, str) else json.dumps(error)[:200] for error in errors[:10]))
+    return f"done with errors: {shown[:500]}"
 
 
 def wait_until_ready(

@@ -184,7 +184,7 @@ def default_name(now: float | None = None) -> str:
 
 
 def check_name(name: str) -> str:
-    if not SNAPSHOT_NAME.match(name):
+    if not SNAPSHOT_NAME.fullmatch(name):  # match() would take "name\n": $ matches before a newline
         accepted = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
         raise ConfigError("snapshot name", name, accepted)
     return name
@@ -232,8 +232,14 @@ def _create_disk_live(hv: Hypervisor, vm: str, name: str, diff: Path, descriptio
     """QEMU takes the disk state; libvirt then records it as a powered-off (disk) snapshot."""
     parent = hv.snapshot_current(vm)
     created_at = int(time.time())
-    with frozen_filesystems(hv, vm) as quiesced:
-        hv.snapshot_disk_live(vm, name, str(diff))
+    thaw_failed: ThawError | None = None
+    try:
+        with frozen_filesystems(hv, vm) as quiesced:
+            hv.snapshot_disk_live(vm, name, str(diff))
+    except ThawError as error:
+        if not error.snapshot_taken:
+            raise
+        thaw_failed, quiesced = error, True  # record the snapshot, then report the frozen guest
     xml = _snapshot_xml(
         name, description, memory=False, disks=_disk_targets(hv, vm), state="shutoff",
         created_at=created_at, parent=parent, domain_xml=hv.xml(vm, inactive=True),
@@ -244,12 +250,42 @@ def _create_disk_live(hv: Hypervisor, vm: str, name: str, diff: Path, descriptio
         with contextlib.suppress(VirtainerError):  # leave no snapshot libvirt does not know
             hv.snapshot_delete_live_internal(vm, name, str(diff))
         raise
+    if thaw_failed is not None:
+        raise thaw_failed
     return quiesced
+
+
+THAW_ATTEMPTS = 3
+THAW_PAUSE_S = 1.0
+
+
+class ThawError(HypervisorError):
+    """The guest's filesystems stay frozen after a snapshot: its writes block until they are thawed."""
+
+    def __init__(self, message: str, *, snapshot_taken: bool) -> None:
+        super().__init__(message, hint="thaw them with `virsh domfsthaw VM`, or reboot the guest")
+        self.snapshot_taken = snapshot_taken
+
+
+def _thaw(hv: Hypervisor, vm: str) -> str | None:
+    """Thaw, retrying a busy agent; None when thawed, else why not."""
+    problem = ""
+    for attempt in range(THAW_ATTEMPTS):
+        try:
+            hv.fs_thaw(vm)
+            return None
+        except HypervisorError as error:
+            problem = error.message
+        if attempt + 1 < THAW_ATTEMPTS:
+            time.sleep(THAW_PAUSE_S)  # the agent is busy (or restarting): give it a moment
+    return problem
 
 
 @contextlib.contextmanager
 def frozen_filesystems(hv: Hypervisor, vm: str) -> Iterator[bool]:
-    """Freeze the guest's filesystems when its agent answers; always thaw. Yields whether frozen."""
+    """Freeze the guest's filesystems when its agent answers; always thaw. Yields whether frozen.
+
+    A failed thaw is never swallowed: it raises ThawError (the guest would hang on its writes)."""
     try:
         hv.agent_command(vm, {"execute": "guest-ping"}, timeout_s=2)
     except HypervisorError:
@@ -262,8 +298,18 @@ def frozen_filesystems(hv: Hypervisor, vm: str) -> Iterator[bool]:
         return
     try:
         yield True
-    finally:
-        hv.fs_thaw(vm)
+    except BaseException as error:
+        if problem := _thaw(hv, vm):
+            raise ThawError(
+                f"the snapshot of '{vm}' failed ({error}) and its filesystems could not be thawed: {problem}",
+                snapshot_taken=False,
+            ) from error
+        raise
+    if problem := _thaw(hv, vm):
+        raise ThawError(
+            f"the snapshot of '{vm}' was taken, but its filesystems could not be thawed: {problem}",
+            snapshot_taken=True,
+        )
 
 
 def _disk_targets(hv: Hypervisor, vm: str) -> dict[str, bool]:

@@ -8,9 +8,13 @@ the value and what is accepted; nothing touches the disk before a spec exists.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import math
 import os
 import re
+import stat
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -204,9 +208,20 @@ class VmSpec:
     disk_bus: str = "virtio"
     disk_cache: str | None = None  # None: QEMU's default (writeback, guest flushes honoured)
     nic_model: str = "virtio"
+    # the guest has virtio drivers (every linux profile; windows with windows_drivers=virtio):
+    # its cloud-init seed is then a read-only virtio disk, found by its cidata label by any cloud
+    # kernel, where a cdrom on q35's AHCI is invisible to kernels without AHCI (Debian's cloud)
+    virtio_drivers: bool = True
     video: str = "virtio"  # the display adapter, when there is one (VNC, Windows); "none": never
     vnc: VncSpec | None = None
     storage_dir: Path | None = None  # SupraVM's layout: the directory of sys.qcow2 and dataN.qcow2
+
+    @property
+    def seed_bus(self) -> str:
+        """Where the seed is attached: a virtio disk, or (no virtio drivers) a cdrom on IDE/SATA."""
+        if self.virtio_drivers:
+            return "virtio"
+        return "sata" if self.machine == "q35" else "ide"
 
     @property
     def generated_seed_path(self) -> Path:
@@ -264,6 +279,12 @@ READINESS_FILE = "readiness.json"
 class RawValue:
     value: Any
     origin: str  # the name the user wrote: "RAM", "--memory", "memory (vm.yaml)"
+    # the same setting under its other names in the same layer (RAM and VM_RAM, disk_size and
+    # disk-size in one file): each must mean what `value` means, or the setting is refused
+    others: tuple[RawValue, ...] = ()
+
+    def with_other(self, other: RawValue) -> RawValue:
+        return replace(self, others=(*self.others, other))
 
 
 RawSettings = dict[str, RawValue]
@@ -335,6 +356,12 @@ def _profile_from_supravm(name: str, value: str, environ: Mapping[str, str]) -> 
         raise ConfigError("SUPRA_APPS", apps, "windows or linux (one VM per container)")
     if name == "VM_OS_SUB_VER" and apps.lower() == "linux":
         raise ConfigError(name, value, "a Windows release only with SUPRA_APPS=windows (unset it for linux)")
+    if name == "SUPRA_APPS" and apps.lower() == "windows":
+        # SUPRA_APPS names the family; VM_OS_SUB_VER (or VIRTAINER_PROFILE) the release within it
+        for refined in (environ.get("VM_OS_SUB_VER", "").strip(), environ.get("VIRTAINER_PROFILE", "").strip()):
+            profile = canonical_profile(refined) if refined else None
+            if profile is not None and PROFILES[profile].family == "windows":
+                return refined
     return value
 
 
@@ -346,7 +373,7 @@ def _vnc_from_alias(name: str, value: str, environ: Mapping[str, str]) -> str:
             return str(SUPRAVM_VNC_PORT)
         if text in _NO:
             return "off"
-        if not text.isdigit():
+        if not is_ascii_number(text):
             raise ConfigError(name, value, f"1 (VNC on port {SUPRAVM_VNC_PORT}), 0, or a TCP port from 5900 to 65535")
         return text
     display = environ.get("RUNCVM_QEMU_VNC_DISPLAY", "").strip()
@@ -360,7 +387,7 @@ def _vnc_from_alias(name: str, value: str, environ: Mapping[str, str]) -> str:
 
 
 def _runcvm_display(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535 - VNC_BASE_PORT:
+    if not is_ascii_number(text, digits=5) or int(text) > 65535 - VNC_BASE_PORT:
         raise ConfigError("RUNCVM_QEMU_VNC_DISPLAY", text, "a VNC display number from 0 (port 5900 + display)")
     return int(text)
 
@@ -487,7 +514,8 @@ SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
 def settings_from_env(environ: Mapping[str, str]) -> RawSettings:
-    """Collect settings from environment variables; the canonical name wins over aliases."""
+    """Collect settings from environment variables. A setting set under several of its names
+    (VIRTAINER_MEMORY, RAM, VM_RAM) is read under the first; the others must mean the same."""
     raw: RawSettings = {}
     for setting in SETTINGS:
         for name in setting.env_names:
@@ -495,8 +523,8 @@ def settings_from_env(environ: Mapping[str, str]) -> RawSettings:
             if value is not None and value != "":
                 if name != setting.env and setting.translate is not None:
                     value = setting.translate(name, value, environ)
-                raw[setting.key] = RawValue(_split_multi(setting, value), name)
-                break
+                item = RawValue(_split_multi(setting, value), name)
+                raw[setting.key] = raw[setting.key].with_other(item) if setting.key in raw else item
     return raw
 
 
@@ -520,7 +548,8 @@ def settings_from_mapping(data: object, origin: str) -> RawSettings:
         setting = SETTINGS_BY_KEY[canonical]
         if setting.multi and not isinstance(value, list):
             value = [value]
-        raw[canonical] = RawValue(value, f"{key} ({origin})")
+        item = RawValue(value, f"{key} ({origin})")
+        raw[canonical] = raw[canonical].with_other(item) if canonical in raw else item  # disk_size and disk-size
     return raw
 
 
@@ -530,9 +559,13 @@ def settings_from_file(path: Path) -> RawSettings:
         data = yaml.safe_load(path.read_text())
     except OSError as error:
         raise ConfigError("config file", str(path), f"a readable file ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file", str(path), "a UTF-8 text file (JSON or YAML)") from None
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0]
         raise ConfigError("config file", str(path), f"valid JSON or YAML ({first_line})") from None
+    except RecursionError:
+        raise ConfigError("config file", str(path), "JSON or YAML nested less deeply") from None
     return settings_from_mapping(data if data is not None else {}, path.name)
 
 
@@ -547,14 +580,16 @@ def merge_settings(*layers: RawSettings) -> RawSettings:
 # ---------------------------------------------------------------------------------------------
 # Field parsers: each takes what the user wrote and returns a typed value or raises Invalid.
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+# Patterns are used with fullmatch only: `$` also matches before a trailing newline ("vm\n")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 _VARIANT = re.compile(
-    r"^(generic|linux|debian|ubuntu|fedora|centos|centos-stream|rhel|almalinux|rocky|"
-    r"opensuse|alpine|archlinux)(\d+(\.\d+)*)?$"
+    r"(generic|linux|debian|ubuntu|fedora|centos|centos-stream|rhel|almalinux|rocky|"
+    r"opensuse|alpine|archlinux)([0-9]{1,4}(\.[0-9]{1,4}){0,3})?"
 )
 _VARIANT_USERS = {
     "debian": "debian",
@@ -574,40 +609,62 @@ VARIANT_FORMS = (
 )
 
 
+def is_ascii_number(text: str, digits: int = 9) -> bool:
+    """Only 0-9, at most `digits` of them: str.isdigit and int() also take '²' and '١٢'."""
+    return 0 < len(text) <= digits and text.isascii() and text.isdigit()
+
+
+def _check_text(text: str) -> None:
+    """What a file name, a command line or a key may not hold: NUL, control characters (newlines,
+    escapes: they forge log lines and break the files we write) and unencodable code points."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise Invalid("text without unencodable characters (lone surrogates)") from None
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text):
+        raise Invalid("text without control characters (newlines, tabs, escapes, NUL)")
+
+
 def parse_name(value: object) -> str:
     text = str(value)
-    if not _NAME.match(text):
+    if not _NAME.fullmatch(text):
         raise Invalid("1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return text
 
 
 def parse_hostname(value: object) -> str:
     text = str(value)
-    if not _HOSTNAME.match(text):
+    if not _HOSTNAME.fullmatch(text):
         raise Invalid("an RFC 1123 host label: 1-63 letters, digits or '-', not starting with '-'")
     return text
 
 
 def parse_int(value: object, low: int, high: int) -> int:
-    if isinstance(value, bool):
-        raise Invalid(f"a whole number from {low} to {high}")
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise Invalid(f"a whole number from {low} to {high}") from None
+    accepted = f"a whole number from {low} to {high}"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise Invalid(accepted)
+    text = str(value).strip() if isinstance(value, str) else str(value)
+    if not is_ascii_number(text, digits=len(str(high))):
+        raise Invalid(accepted)
+    number = int(text)
     if not low <= number <= high:
-        raise Invalid(f"a whole number from {low} to {high}")
+        raise Invalid(accepted)
     return number
 
 
+MAX_SECONDS = 86400
+
+
 def parse_seconds(value: object) -> float:
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        raise Invalid("a positive number of seconds") from None
-    if not 0 < seconds <= 86400:
-        raise Invalid("a positive number of seconds, at most 86400")
-    return seconds
+    """A timeout: more than 0, at most a day; never nan or inf (a wait would never end, or not start)."""
+    accepted = f"a positive number of seconds, at most {MAX_SECONDS} (e.g. 60 or 2.5)"
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value.strip()):
+        value = float(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid(accepted)
+    if not 0 < value <= MAX_SECONDS or (isinstance(value, float) and not math.isfinite(value)):
+        raise Invalid(accepted)  # nan compares false: refused too; an int of any size compares exactly
+    return float(value)
 
 
 def parse_size(value: object, *, default_unit: str, low_mib: int, high_mib: int) -> int:
@@ -621,6 +678,14 @@ def parse_size(value: object, *, default_unit: str, low_mib: int, high_mib: int)
     return mib
 
 
+def timeout_argument(text: str) -> float:
+    """An argparse type for timeouts (`down --timeout`): the rules of boot_timeout/stop_timeout."""
+    try:
+        return parse_seconds(text)
+    except Invalid as invalid:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: {invalid}") from None
+
+
 def parse_choice(value: object, choices: Iterable[str]) -> str:
     options = tuple(choices)
     text = str(value).strip().lower()
@@ -629,11 +694,35 @@ def parse_choice(value: object, choices: Iterable[str]) -> str:
     return text
 
 
+def _expand_user(text: str) -> Path:
+    """~ and ~user/ as the shell expands them; a ~name/ that names no user is refused, never
+    taken as a directory called '~name' in the current one."""
+    _check_text(text)
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # Python 3.11 says "Could not determine home directory" for ~nosuchuser
+        user = text[1:].split("/", 1)[0]
+        raise Invalid(f"a file system path ('~{user}': no such user)") from None
+    encoded = os.fsencode(path)
+    if len(encoded) >= PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise Invalid(f"a file system path of less than {PATH_MAX} bytes, names of at most {NAME_MAX}")
+    return path
+
+
+PATH_MAX, NAME_MAX = 4096, 255  # Linux's limits: a longer path fails every call with ENAMETOOLONG
+
+
 def parse_existing_file(value: object) -> Path:
-    path = Path(str(value)).expanduser()
-    if not path.exists():
-        raise Invalid("an existing file (not found)")
-    if not path.is_file():
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise Invalid("an existing file (a path)")
+    path = _expand_user(str(value))
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise Invalid("an existing file (not found)") from None
+    except OSError as error:
+        raise Invalid(f"an existing file ({error.strerror})") from None
+    if not stat.S_ISREG(mode):
         raise Invalid("an existing regular file (this is not a file)")
     if not os.access(path, os.R_OK):
         raise Invalid("a readable file (permission denied)")
@@ -641,35 +730,59 @@ def parse_existing_file(value: object) -> Path:
 
 
 def parse_path(value: object) -> Path:
-    text = str(value)
-    if not text.strip() or "\0" in text:
+    if not isinstance(value, str | Path) or not str(value).strip():
         raise Invalid("a file system path")
-    return Path(text).expanduser().absolute()
+    return _expand_user(str(value)).absolute()
+
+
+URL_FORMS = "an http:// or https:// URL with a host (http://HOST[:PORT]/PATH), or file:///PATH"
 
 
 def parse_url(value: object) -> str:
+    """http(s) URLs are downloaded; a file:// URL names a local file (see _resolve_image)."""
+    from urllib.parse import urlsplit
+
     text = str(value).strip()
-    if not re.match(r"^(https?|file)://\S+$", text):
-        raise Invalid("an http://, https:// or file:// URL")
+    if text.lower().startswith("file://"):
+        return text
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise Invalid(URL_FORMS)
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0  # .port raises ValueError outside 0-65535
+    except ValueError:
+        raise Invalid(URL_FORMS) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
+        raise Invalid(URL_FORMS)
     return text
+
+
+def _file_url_path(url: str) -> str:
+    """file:///PATH or file://localhost/PATH -> /PATH (percent-escapes decoded)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or parts.query or parts.fragment:
+        raise Invalid(URL_FORMS + " (a file URL names a file of this machine: file:///PATH)")
+    return unquote(parts.path)
 
 
 def parse_sha256(value: object) -> str:
     text = str(value).strip().lower().removeprefix("sha256:")
-    if not _SHA256.match(text):
+    if not _SHA256.fullmatch(text):
         raise Invalid("64 hexadecimal digits (optionally prefixed sha256:)")
     return text
 
 
 def parse_os_variant(value: object) -> str:
     text = str(value).strip().lower()
-    if not _VARIANT.match(text):
+    if not _VARIANT.fullmatch(text):
         raise Invalid(VARIANT_FORMS)
     return text
 
 
 def default_user_for(variant: str) -> str | None:
-    match = _VARIANT.match(variant)
+    match = _VARIANT.fullmatch(variant)
     family = match.group(1) if match else "generic"
     if family == "centos":
         # CentOS 7's image logs in as "centos"; CentOS Stream 8+ as "cloud-user"
@@ -680,7 +793,7 @@ def default_user_for(variant: str) -> str | None:
 
 def parse_mac(value: object) -> str:
     text = str(value).strip().lower().replace("-", ":")
-    if not _MAC.match(text):
+    if not _MAC.fullmatch(text):
         raise Invalid("six hex pairs separated by ':', e.g. 52:54:00:12:34:56")
     if int(text[:2], 16) & 1:
         raise Invalid("a unicast MAC address (the first octet must be even)")
@@ -691,11 +804,12 @@ def parse_ssh_key(value: object) -> list[str]:
     """A literal public key, or a file of keys (like authorized_keys)."""
     text = str(value).strip()
     if text.startswith(_KEY_TYPES):
+        _check_text(text)
         lines = [text]
     else:
-        path = Path(text).expanduser()
+        path = _expand_user(text)
         try:
-            content = path.read_text()
+            content = _read_small_text(path, SSH_KEY_FILE_MAX)
         except OSError as error:
             reason = error.strerror or "unreadable"
             raise Invalid(f"an SSH public key or a readable .pub file ({reason})") from None
@@ -707,9 +821,23 @@ def parse_ssh_key(value: object) -> list[str]:
             raise Invalid("a public key file holding at least one key (this one is empty)")
     for line in lines:
         fields = line.split()
-        if not line.startswith(_KEY_TYPES) or len(fields) < 2:
+        if not line.startswith(_KEY_TYPES) or len(fields) < 2 or not line.isprintable():
             raise Invalid("OpenSSH public keys ('ssh-ed25519 AAAA... comment')")
     return lines
+
+
+SSH_KEY_FILE_MAX = 1 << 20
+
+
+def _read_small_text(path: Path, limit: int) -> str:
+    """A regular file's text, refused beyond `limit` bytes (never /dev/zero, a FIFO, a 4 GiB file)."""
+    if not path.is_file():  # before opening: opening a FIFO would wait for a writer
+        raise OSError(0, "not a regular file")
+    with path.open("rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(0, f"larger than {limit >> 10} KiB")
+    return data.decode()
 
 
 def parse_disk(value: object) -> DataDisk:
@@ -726,12 +854,22 @@ def parse_disk(value: object) -> DataDisk:
     if len(parts) != 4:
         raise Invalid(accepted)
     _, mount, filesystem, size = parts
-    if not mount.startswith("/") or mount == "/":
-        raise Invalid(f"{accepted}; MOUNT must be an absolute path other than /")
+    if not _is_mount_point(mount):
+        raise Invalid(f"{accepted}; MOUNT must be an absolute path other than /, without '.', '..', blanks or "
+                      "control characters")  # fmt: skip
     if filesystem.lower() not in FILESYSTEMS:
         raise Invalid(f"{accepted}; FS one of " + ", ".join(FILESYSTEMS))
     size_mib = parse_size(size, default_unit="G", low_mib=1, high_mib=64 << 20)
     return DataDisk(path=path, size_mib=size_mib, filesystem=filesystem.lower(), mount=mount)
+
+
+def _is_mount_point(text: str) -> bool:
+    """An absolute, normal path (it goes into the guest's fstab): /mnt/data, not /mnt/../etc."""
+    components = text.split("/")[1:]
+    return (
+        text.startswith("/") and text != "/" and text.isprintable() and not any(char.isspace() for char in text)
+        and all(component not in ("", ".", "..") for component in components)
+    )  # fmt: skip
 
 
 def parse_network(value: object) -> NetworkSpec:
@@ -742,7 +880,7 @@ def parse_network(value: object) -> NetworkSpec:
     if text in ("user", "none"):
         return NetworkSpec(text, "")  # type: ignore[arg-type]
     kind, _, name = text.partition(":")
-    if kind in ("network", "bridge") and re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$", name):
+    if kind in ("network", "bridge") and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", name):
         return NetworkSpec(kind, name)  # type: ignore[arg-type]
     raise Invalid(accepted)
 
@@ -756,7 +894,7 @@ FORWARDS_FORM = "blank-separated [tcp:|udp:]TARGET-IP:TARGET-PORT:REAL-IP:REAL-P
 
 
 def _port_range(text: str) -> PortRange:
-    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text)
+    match = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", text)
     if not match:
         raise Invalid(PORTS_FORM)
     first, last = int(match.group(1)), int(match.group(2) or match.group(1))
@@ -828,7 +966,7 @@ def parse_guest_forward(text: str) -> GuestForward:
         raise Invalid(FORWARDS_FORM)
     ports = []
     for port in (fields[1], fields[3]):
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not is_ascii_number(port, digits=5) or not 1 <= int(port) <= 65535:
             raise Invalid(f"{FORWARDS_FORM}; ports from 1 to 65535")
         ports.append(int(port))
     target = _forward_address(fields[0], "TARGET-IP")
@@ -856,13 +994,23 @@ def parse_flag(value: object) -> bool:
     raise Invalid("1/true/yes/on or 0/false/no/off")
 
 
+# Where a guest LAN can never be: "this network", loopback, link-local, multicast, reserved, broadcast
+_NOT_A_LAN = tuple(
+    ipaddress.IPv4Network(net)
+    for net in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+)
+
+
 def parse_lan(value: object) -> ipaddress.IPv4Network:
-    accepted = "an IPv4 network address with its prefix, /8 to /29, e.g. 192.168.199.0/24"
+    accepted = (
+        "an IPv4 network address with its prefix, /8 to /29, e.g. 192.168.199.0/24, outside 0.0.0.0/8, "
+        "loopback, link-local, multicast and 240.0.0.0/4"
+    )
     try:
         lan = ipaddress.IPv4Network(str(value).strip())
     except ValueError:
         raise Invalid(accepted) from None
-    if not 8 <= lan.prefixlen <= 29 or lan.is_loopback or lan.is_multicast or lan.is_unspecified:
+    if not 8 <= lan.prefixlen <= 29 or any(lan.overlaps(reserved) for reserved in _NOT_A_LAN):
         raise Invalid(accepted)
     return lan
 
@@ -883,8 +1031,13 @@ def parse_stages(value: object) -> tuple[Stage, ...] | None:
 
 def parse_cmdline(value: object) -> str:
     text = str(value)
-    if "\n" in text or len(text) > 2048:
-        raise Invalid("one line of at most 2048 characters")
+    accepted = "one line of at most 2048 printable characters"
+    if len(text) > 2048:
+        raise Invalid(accepted)
+    try:
+        _check_text(text)
+    except Invalid:
+        raise Invalid(accepted) from None
     return text
 
 
@@ -904,16 +1057,20 @@ def parse_vnc(value: object) -> int | None:
         return VNC_BASE_PORT
     if text == "auto":
         return 0
-    if not text.isdigit() or not VNC_BASE_PORT <= int(text) <= 65535:
+    if not is_ascii_number(text, digits=5) or not VNC_BASE_PORT <= int(text) <= 65535:
         raise Invalid("off, on (port 5900), auto, or a TCP port from 5900 to 65535")
     return int(text)
 
 
 def parse_listen_address(value: object) -> str:
+    accepted = "an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0 (all)"
+    text = str(value).strip()
+    if "%" in text:  # an IPv6 scope: any text at all, which would reach QEMU's command line
+        raise Invalid(accepted)
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        raise Invalid("an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0 (all)") from None
+        raise Invalid(accepted) from None
 
 
 def parse_vnc_password(value: object) -> str:
@@ -955,11 +1112,30 @@ class _Reader:
         item = self.raw.get(key)
         if item is None:
             return default
+        value = self._parse(key, item, parse)
+        for other in item.others:  # the same setting under another name: it must agree
+            if self._parse(key, other, parse) != value:
+                raise self._conflict(key, item, other)
+        return value
+
+    def _parse(self, key: str, item: RawValue, parse: Callable[[Any], Any]) -> Any:
         try:
+            if isinstance(item.value, Mapping):
+                raise Invalid("a single value, not a mapping")
             return parse(item.value)
         except Invalid as invalid:
-            shown = "***" if SETTINGS_BY_KEY[key].secret else item.value
-            raise ConfigError(item.origin, shown, str(invalid)) from None
+            raise ConfigError(item.origin, self._shown(key, item.value), str(invalid)) from None
+
+    def _shown(self, key: str, value: object) -> object:
+        return "***" if SETTINGS_BY_KEY[key].secret else value
+
+    def _conflict(self, key: str, item: RawValue, other: RawValue) -> ConfigError:
+        shown = self._shown(key, item.value)
+        first = f"'{shown}'" if isinstance(shown, str) and shown.isprintable() else repr(shown)
+        return ConfigError(
+            other.origin, self._shown(key, other.value),
+            f"the same setting as {item.origin}={first}, with another value: set one of the two, or both alike",
+        )  # fmt: skip
 
     def origin(self, key: str) -> str:
         """The name the user gave a setting (RAM, --memory), or its key when it is a default."""
@@ -977,14 +1153,17 @@ class _Reader:
         item = self.raw.get(key)
         if item is None:
             return []
-        values = item.value if isinstance(item.value, list) else [item.value]
-        return [self.get_one(key, parse, value) for value in values]
+        parsed = self._items(key, item, parse)
+        for other in item.others:
+            if self._items(key, other, parse) != parsed:
+                raise self._conflict(key, item, other)
+        return parsed
 
-    def get_one(self, key: str, parse: Callable[[Any], Any], value: Any) -> Any:
-        try:
-            return parse(value)
-        except Invalid as invalid:
-            raise ConfigError(self.raw[key].origin, value, str(invalid)) from None
+    def _items(self, key: str, item: RawValue, parse: Callable[[Any], Any]) -> list[Any]:
+        values = item.value if isinstance(item.value, list) else [item.value]
+        if any(isinstance(value, list | Mapping) for value in values):
+            raise ConfigError(item.origin, self._shown(key, item.value), "a list of single values")
+        return [self._parse(key, RawValue(value, item.origin), parse) for value in values]
 
 
 def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> VmSpec:
@@ -1187,6 +1366,7 @@ def _resolve_hardware(read: _Reader, profile_name: str, *, supravm: bool, host: 
         "disk_bus": disk_bus,
         "disk_cache": None if cache == "default" else cache,
         "nic_model": "virtio" if virtio else profile.nic_model,
+        "virtio_drivers": virtio,
         "video": read.get("video", lambda v: parse_choice(v, VIDEO_MODELS), profile.video),
     }
 
@@ -1210,28 +1390,46 @@ def _check_display(spec: VmSpec, read: _Reader) -> None:
         raise read.fail("video", "a display adapter for VNC to show (virtio, vga, cirrus or bochs), or vnc=off")
 
 
+DISK_NAMES_PER_PREFIX = 26  # vda..vdz, sda..sdz: the targets domain.disk_values hands out
+
+
 def _check_disk_bus_room(spec: VmSpec, read: _Reader) -> None:
     disks = 1 + len(spec.data_disks)
-    if spec.disk_bus == "ide" and disks > IDE_DISKS_MAX:
+    if spec.disk_bus == "ide" and spec.seed_bus == "ide" and disks > IDE_DISKS_MAX:
         raise read.fail(
             "disk_bus",
             f"at most {IDE_DISKS_MAX} IDE disks (the seed cdrom takes the 4th unit); "
             f"this VM has {disks}: use sata or virtio",
             spec.disk_bus,
         )
+    if spec.disk_bus == "ide" and disks > IDE_DISKS_MAX + 1:
+        raise read.fail("disk_bus", f"at most {IDE_DISKS_MAX + 1} IDE disks; this VM has {disks}: use sata or virtio",
+                        spec.disk_bus)  # fmt: skip
+    # virtio disks are vdX, SCSI and SATA ones sdX: the system disk, the data disks, and the seed
+    # (a virtio disk, or a SATA cdrom on q35) share 26 names per prefix
+    prefix = "vd" if spec.disk_bus == "virtio" else "sd"
+    seed_shares = spec.seed_bus == ("virtio" if prefix == "vd" else "sata")
+    room = DISK_NAMES_PER_PREFIX - 1 - int(seed_shares)
+    if spec.disk_bus != "ide" and len(spec.data_disks) > room:
+        names = f"{prefix}a..{prefix}z"
+        raise read.fail(
+            "disks", f"at most {room} data disks on the {spec.disk_bus} bus ({names}: the system disk"
+            f"{' and the seed' if seed_shares else ''} take the rest); this VM has {len(spec.data_disks)}",
+            f"{len(spec.data_disks)} disks",
+        )  # fmt: skip
 
 
 def _parse_user(value: object) -> str:
     text = str(value)
-    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", text):
+    if not _USER.fullmatch(text):
         raise Invalid("a Unix user name: lowercase letters, digits, '_' or '-', at most 32")
     return text
 
 
 def _parse_password(value: object) -> str:
     text = str(value)
-    if not 8 <= len(text) <= 128 or "\n" in text:
-        raise Invalid("8 to 128 characters on one line")
+    if not 8 <= len(text) <= 128 or not text.isprintable():
+        raise Invalid("8 to 128 printable characters on one line")
     return text
 
 
@@ -1246,8 +1444,10 @@ def _resolve_image(read: _Reader) -> ImageSource:
     sha256 = read.get("image_sha256", parse_sha256)
     if path and url:
         raise read.fail("image_url", "either an image path or an image URL, not both")
-    if url and url.startswith("file://") and not sha256:
-        sha256 = None  # a local file URL is verified like a path: by recording its identity
+    if url and url.lower().startswith("file://"):
+        # a local file, named as a URL: used like a path (image_sha256, when given, is checked)
+        path = read.get("image_url", lambda value: parse_existing_file(_file_url_path(str(value).strip())))
+        url = None
     return ImageSource(path=path, url=url, sha256=sha256)
 
 

@@ -434,3 +434,56 @@ class DiffLock:
         finally:
             self.release()
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Where `up` will write: checked before anything is written
+
+
+def check_writable(spec: VmSpec) -> None:
+    """Every place `up` writes must be writable: a read-only volume or an unwritable state
+    directory is one line naming its setting (exit 2), before the first byte is written."""
+    diff_key = _diff_setting(spec)
+    places: list[tuple[str, Path, bool]] = [  # (setting, path, must exist as a writable file)
+        ("state_dir", spec.state_dir, False),
+        (diff_key, spec.diff_path.parent, False),  # the diff's lock, records and NVRAM sit beside it
+    ]
+    if spec.diff_path.exists():
+        places.append((diff_key, spec.diff_path, True))  # QEMU writes into it
+    for disk in spec.data_disks:
+        places.append(("disks", disk.path, True) if disk.path.exists() else ("disks", disk.path.parent, False))
+    if spec.seed_iso is None:
+        places.append(("seed_path" if spec.seed_path else "state_dir", spec.generated_seed_path.parent, False))
+    for key, path, existing in places:
+        if problem := _unwritable(path, existing=existing):
+            raise ConfigError(key, str(path), f"a writable {'file' if existing else 'directory'} ({problem})")
+
+
+def _diff_setting(spec: VmSpec) -> str:
+    """The setting that placed the diff (the controller renames it to what the user wrote)."""
+    if spec.storage_dir is not None:
+        return "storage_id"
+    if spec.diff_path == spec.state_dir / "diff.qcow2":
+        return "state_dir"
+    return "image_dir" if spec.diff_path.name == "local_image.qcow2" else "diff"
+
+
+def _unwritable(path: Path, *, existing: bool) -> str | None:
+    """Why `path` cannot be written (a directory: created if missing, files made in it), or None."""
+    probe = path
+    if not existing:
+        while not probe.exists():  # the nearest existing ancestor is where mkdir -p starts
+            if probe.parent == probe:
+                return "no existing parent directory"
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is not a directory"
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError as error:
+        return f"{probe}: {error.strerror}"
+    if read_only:
+        return f"{probe} is on a read-only file system"
+    if not os.access(probe, os.W_OK if existing else os.W_OK | os.X_OK):
+        return f"{probe}: permission denied"
+    return None

@@ -30,6 +30,7 @@ class Case:
     caps: tuple[str, ...] = NETWORK_CAPS
     exit_code: int = 2
     network: str = "none"
+    read_only_volume: bool = False  # the diff's volume mounted :ro
 
 
 CASES = [
@@ -83,6 +84,12 @@ CASES = [
     Case("lan-on-a-container-route", "VM_GUEST_LAN='172.17.0.0/24'", {"VM_GUEST_LAN": "172.17.0.0/24"},
          network="default"),
     Case("reserved-ports", "VIRTAINER_RESERVED_PORTS='http'", {"VIRTAINER_RESERVED_PORTS": "http"}),
+    # one line, never a traceback (issue 8): Unicode digits, two names of one setting, nan, reserved LANs
+    Case("ram-unicode-digit", "RAM='²'", {"RAM": "²"}),
+    Case("ram-under-two-names", "VM_RAM='2G': the same setting as RAM='1024'", {"RAM": "1024", "VM_RAM": "2G"}),
+    Case("boot-timeout-nan", "VIRTAINER_BOOT_TIMEOUT='nan'", {"VIRTAINER_BOOT_TIMEOUT": "nan"}),
+    Case("lan-reserved", "VM_GUEST_LAN='240.0.0.0/24'", {"VM_GUEST_LAN": "240.0.0.0/24"}, network="default"),
+    Case("read-only-volume", "is on a read-only file system", read_only_volume=True),
 ]
 
 
@@ -129,6 +136,8 @@ def test_bad_input_is_refused_with_one_line(
     elif "IMAGE_URL" in case.env:
         del options["env"]["IMAGE"]  # type: ignore[attr-defined]
     volumes = list(options["volumes"])  # type: ignore[call-overload]
+    if case.read_only_volume:
+        volumes = [f"{volume}:ro" if volume.endswith(":/mounted") else volume for volume in volumes]
     for mount_point, content in case.files.items():
         source = tmp_path / Path(mount_point).name
         if content is None:

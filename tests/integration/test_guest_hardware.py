@@ -66,7 +66,8 @@ def test_supravm_layout_boots_uefi_with_tpm_data_disks_in_order_and_nvram_kept(
     assert "EFI stub:" in log  # OVMF started the kernel through its EFI stub: a UEFI boot
     assert "Linux version" in log
     assert re.search(r"ACPI: TPM2 ", log)  # the emulated TPM 2.0 is in the guest's ACPI tables
-    assert "GUEST-DISKS: vda:- vdb:data0 vdc:data1\n" in log  # in order, data3 (after the gap) left out
+    assert "GUEST-DISKS: vda:- vdb:data0 vdc:data1 vdd:cidata\n" in log  # in order, data3 (after the gap) left out;
+    # the cloud-init seed last, a read-only virtio disk (SupraVM's q35: a SATA cdrom would be unseen)
     assert "GUEST-DISK-BOOTS=1" in log
     assert not (store / "sys.qcow2.base.json").exists()  # a standalone disk has no base to record
     tpm_state = SWTPM_STATE / domain_uuid(domain_name) / "tpm2"
@@ -84,7 +85,7 @@ def test_supravm_layout_boots_uefi_with_tpm_data_disks_in_order_and_nvram_kept(
     wait_until(lambda: "GUEST-READY" in serial_log(vm_dir), 180, "the second boot's ready line")
     log = serial_log(vm_dir)
     assert "GUEST-DISK-BOOTS=2" in log  # the standalone system disk kept the first boot's writes
-    assert "GUEST-DISKS: vda:- vdb:data0 vdc:data1\n" in log
+    assert "GUEST-DISKS: vda:- vdb:data0 vdc:data1 vdd:cidata\n" in log
     assert tpm_state.is_dir()  # same domain UUID, same TPM state
     virtainer("down", domain_name, "--timeout", "90")
     # the very same variable store: not recreated from the template, only written by the firmware

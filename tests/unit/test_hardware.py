@@ -93,7 +93,7 @@ def test_windows_waits_for_running_and_an_address_only() -> None:
         ({"SUPRA_APPS": "windows", "VM_OS_SUB_VER": "windows-7"}, "windows-7"),
         ({"SUPRA_APPS": "windows", "VM_OS_SUB_VER": "windows-2003"}, "windows-2003"),
         ({"VM_OS_SUB_VER": "windows-11"}, "windows"),
-        ({"SUPRA_APPS": "windows", "VIRTAINER_PROFILE": "windows-7"}, "windows-7"),  # canonical wins
+        ({"SUPRA_APPS": "windows", "VIRTAINER_PROFILE": "windows-7"}, "windows-7"),  # a release of the family
     ],
 )
 def test_supravm_names_choose_the_profile(env: dict[str, str], profile: str) -> None:
@@ -113,6 +113,11 @@ def test_supravm_names_choose_the_profile(env: dict[str, str], profile: str) -> 
         ({"RUNCVM_DISPLAY_MODE": "vnc", "RUNCVM_QEMU_VNC_DISPLAY": "one"}, "invalid RUNCVM_QEMU_VNC_DISPLAY='one'"),
         ({"RUNCVM_QEMU_VGA": "qxl"}, "invalid RUNCVM_QEMU_VGA='qxl': one of virtio, vga"),
         ({"VM_STORAGE_ID": "a/b"}, "invalid VM_STORAGE_ID='a/b': a directory name"),
+        # one setting under two names, with two meanings: refused naming both (never one preferred)
+        ({"VIRTAINER_VNC": "auto", "VM_GUEST_VNC": "1"},
+         "invalid VM_GUEST_VNC='5999': the same setting as VIRTAINER_VNC='auto'"),
+        ({"SUPRA_APPS": "linux", "VIRTAINER_PROFILE": "windows"},
+         "invalid SUPRA_APPS='linux': the same setting as VIRTAINER_PROFILE='windows'"),
     ],
 )  # fmt: skip
 def test_alias_errors_name_the_variable_the_user_set(env: dict[str, str], message: str) -> None:
@@ -133,7 +138,7 @@ def test_alias_errors_name_the_variable_the_user_set(env: dict[str, str], messag
         ({"RUNCVM_DISPLAY_MODE": "headless", "RUNCVM_QEMU_VNC_DISPLAY": "2"}, 5902),
         ({"RUNCVM_DISPLAY_MODE": "headless"}, None),
         ({"RUNCVM_QEMU_VNC_DISPLAY": "1"}, 5901),
-        ({"VIRTAINER_VNC": "auto", "VM_GUEST_VNC": "1"}, "auto"),
+        ({"VIRTAINER_VNC": "5999", "VM_GUEST_VNC": "1"}, 5999),  # two names, one meaning
         ({"VIRTAINER_VNC": "on"}, 5900),
     ],
 )

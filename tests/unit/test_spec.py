@@ -98,9 +98,36 @@ def test_supravm_environment_names() -> None:
     assert (spec.vcpus, spec.memory_mib, spec.mac_address) == (3, 8192, "00:00:00:01:02:03")
 
 
-def test_canonical_name_wins_over_alias() -> None:
-    spec = resolve_spec(settings_from_env({"VIRTAINER_MEMORY": "3G", "RAM": "1024"}), HOST)
-    assert spec.memory_mib == 3072
+def test_one_setting_under_two_names_must_agree() -> None:
+    """RAM and VIRTAINER_MEMORY are one setting: two values are refused naming both, never one
+    silently preferred; the same value under two names (even spelt differently) is fine."""
+    with pytest.raises(ConfigError) as refused:
+        resolve_spec(settings_from_env({"VIRTAINER_MEMORY": "3G", "RAM": "1024"}), HOST)
+    assert "RAM='1024'" in str(refused.value) and "VIRTAINER_MEMORY='3G'" in str(refused.value)
+    assert resolve_spec(settings_from_env({"VIRTAINER_MEMORY": "1G", "RAM": "1024"}), HOST).memory_mib == 1024
+    with pytest.raises(ConfigError, match=r"VM_CPU_CORES='3'.*CPU='2'|CPU='2'.*VM_CPU_CORES='3'"):
+        resolve_spec(settings_from_env({"CPU": "2", "VM_CPU_CORES": "3"}), HOST)
+
+
+def test_a_file_key_spelt_two_ways_must_agree(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"disk-size.*disk_size|disk_size.*disk-size"):
+        resolve_spec(settings_from_mapping({"disk_size": "20G", "disk-size": "30G"}, "vm.yaml"), HOST)
+
+
+def test_name_argument_and_flag_must_agree() -> None:
+    args = build_parser().parse_args(["render", "web", "--name", "db"])
+    with pytest.raises(ConfigError, match="NAME='web'"):
+        resolve_spec(settings_from_args(args), HOST)
+    args = build_parser().parse_args(["render", "web", "--name", "web"])
+    assert resolve_spec(settings_from_args(args), HOST).name == "web"
+
+
+def test_supravm_release_refines_supra_apps() -> None:
+    """SUPRA_APPS=windows with VM_OS_SUB_VER=windows-7 is one profile, not two that disagree."""
+    spec = resolve_spec(settings_from_env({"SUPRA_APPS": "windows", "VM_OS_SUB_VER": "windows-7"}), HOST)
+    assert spec.profile == "windows-7"
+    with pytest.raises(ConfigError, match=r"SUPRA_APPS='windows'.*VIRTAINER_PROFILE='linux'"):
+        resolve_spec(settings_from_env({"VIRTAINER_PROFILE": "linux", "SUPRA_APPS": "windows"}), HOST)
 
 
 def test_runcvm_disks_alias(tmp_path: Path) -> None:
@@ -229,7 +256,14 @@ BAD_COMBINED_INPUTS = [
     ("windows_drivers", "sometimes", "virtio, none", {"profile": "windows"}),
     ("firmware", "uefi", "windows-xp boots with legacy BIOS only", {"profile": "windows-xp"}),
     ("disk_bus", "ide", "IDE disks only with machine pc", {"machine": "q35"}),
-    ("disk_bus", "ide", "at most 3 IDE disks", {"disks": ["/d0.qcow2", "/d1.qcow2", "/d2.qcow2"]}),
+    # without virtio drivers the seed cdrom takes hdc; with them the seed is a virtio disk
+    ("disk_bus", "ide", "at most 3 IDE disks", {"disks": ["/d0.qcow2", "/d1.qcow2", "/d2.qcow2"],
+                                                "profile": "windows-7"}),
+    ("disk_bus", "ide", "at most 4 IDE disks", {"disks": [f"/d{n}.qcow2" for n in range(4)]}),
+    ("disks", [f"/d{n}.qcow2" for n in range(25)], "at most 24 data disks on the virtio bus", {}),
+    ("disks", [f"/d{n}.qcow2" for n in range(26)], "at most 25 data disks on the sata bus", {"disk_bus": "sata"}),
+    ("disks", [f"/d{n}.qcow2" for n in range(25)], "at most 24 data disks on the sata bus",
+     {"profile": "windows", "machine": "q35"}),
     ("diff", "/vms/x.qcow2", "either a diff path or storage_id", {"storage_id": "win10"}),
     ("image_dir", "/mounted", "either a diff path or storage_id", {"storage_id": "win10"}),
 ]

@@ -20,6 +20,7 @@ from virtainer.api import models
 from virtainer.api.client import LocalClient, RemoteClient, VmClient
 from virtainer.errors import EXIT_OK
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+from virtainer.spec import timeout_argument
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -35,7 +36,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for name, text in (("start", "start a stopped VM"), ("reboot", "reboot a running VM")):
         _vm_command(commands.add_parser(name, help=text))
     stop = _vm_command(commands.add_parser("stop", help="graceful stop; destroyed after --timeout"))
-    stop.add_argument("--timeout", type=float, default=60.0, help="seconds before destroy (default 60)")
+    stop.add_argument("--timeout", type=timeout_argument, default=60.0, help="seconds before destroy (default 60)")
 
     snapshot = commands.add_parser("snapshot", help="create, list, revert or delete snapshots")
     actions = snapshot.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")

@@ -41,7 +41,7 @@ def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:
     if not enabled(environ):
         return ()
     text = environ.get("VIRTAINER_API_PORT", str(DEFAULT_PORT)).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:  # not '²'
         raise ConfigError("VIRTAINER_API_PORT", text, "a TCP port from 1 to 65535")
     return (int(text),)
 

@@ -95,7 +95,7 @@ def _parse_reserved_ports(value: str, origin: str) -> tuple[tuple[Protocol, Port
     reserved: list[tuple[Protocol, PortRange]] = []
     for part in value.replace(",", " ").split():
         protocol, _, ports = part.rpartition(":")
-        match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", ports)
+        match = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", ports)  # ASCII: \d takes any script's digits
         first = int(match.group(1)) if match else 0
         last = int(match.group(2) or first) if match else 0
         if protocol.lower() not in ("", "tcp", "udp") or not 1 <= first <= last <= 65535:
@@ -134,13 +134,15 @@ class ControllerConfig:
 
 
 def controller_config(environ: Mapping[str, str]) -> ControllerConfig:
-    ports_name = next(
-        (name for name in ("VIRTAINER_RESERVED_PORTS", "VIRTAINER_CONTROLLER_PORTS") if environ.get(name, "").strip()),
-        None,
-    )
+    both = ("VIRTAINER_RESERVED_PORTS", "VIRTAINER_CONTROLLER_PORTS")  # the current name, the former one
+    names = [name for name in both if environ.get(name, "").strip()]
+    reserved = [_parse_reserved_ports(environ[name], name) for name in names]
+    if len(reserved) == 2 and set(reserved[0]) != set(reserved[1]):  # one setting, two names: they must agree
+        raise ConfigError(names[1], environ[names[1]], f"the same setting as {names[0]}='{environ[names[0]]}', "
+                          "with another value: set one of the two, or both alike")  # fmt: skip
     console_text = environ.get("VIRTAINER_CONSOLE_LOG", "1")
     return ControllerConfig(
         uri=environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system",
-        reserved_ports=_parse_reserved_ports(environ[ports_name], ports_name) if ports_name else (),
+        reserved_ports=reserved[0] if reserved else (),
         console_log=_parse_flag(console_text, "VIRTAINER_CONSOLE_LOG"),
     )

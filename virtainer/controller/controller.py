@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import replace
 from types import FrameType
@@ -43,7 +44,9 @@ from virtainer.errors import (
     ConfigError,
     HypervisorError,
     VirtainerError,
-    WaitTimeout,
+    debug_enabled,
+    describe_unexpected,
+    one_line,
 )
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness
@@ -67,6 +70,10 @@ if TYPE_CHECKING:
 
 MONITOR_INTERVAL_S = 1.0
 OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
+
+
+class SupervisionGaveUp(HypervisorError):
+    """libvirtd keeps dying: the one case in which supervision ends while the guest runs."""
 
 
 class Controller:
@@ -107,9 +114,12 @@ class Controller:
         try:
             return self._run()
         except VirtainerError as error:
-            sys.stderr.write(f"virtainer: error: {error}\n")
+            sys.stderr.write(f"virtainer: error: {one_line(str(error))}\n")
             sys.stderr.flush()
             return error.exit_code
+        except Exception as error:  # noqa: BLE001 - whatever it is: one line and exit 1
+            report_unexpected(error, self.environ)
+            return EXIT_RUNTIME
         finally:
             self._clean_up()
 
@@ -274,12 +284,15 @@ class Controller:
             try:
                 with Hypervisor(self.config.uri) as hv:
                     machine.wait_ready(self.spec, hv, self.readiness, self.reporter, stop=self.stop_requested)
-            except WaitTimeout as error:
-                self.sink.line(f"warning: {error.message}; the VM keeps running")
-                return
             except HypervisorError:
                 pause.wait(MONITOR_INTERVAL_S)  # libvirtd restarting, or the guest went away
                 continue
+            except VirtainerError as error:  # a timeout, a stage that failed (a malformed result.json)
+                self.sink.line(f"warning: {one_line(str(error))}; the VM keeps running")
+                return
+            except Exception as error:  # noqa: BLE001 - a thread must never die with a traceback
+                self.sink.line(f"warning: readiness: {describe_unexpected(error)}; the VM keeps running")
+                return
             if self.readiness.ready:
                 self.ready_file.mark(self.readiness)
                 self.sink.line(f"VM '{self.spec.name}' is ready")
@@ -288,26 +301,48 @@ class Controller:
     # -- supervision ---------------------------------------------------------------------------
 
     def _supervise(self) -> int:
+        """Watch libvirtd and the domain until a stop is asked or the guest powers off.
+
+        An error in one round (libvirt, anything) is logged and the next round runs: ending here
+        would end the container, and QEMU with it, while the guest is fine."""
         assert self.spec is not None and self.daemon is not None
-        name = self.spec.name
+        last_problem = ""
         while not self.stop_requested.wait(MONITOR_INTERVAL_S):
-            if not self.daemon.alive():
-                self._restart_libvirtd()
-                continue
             try:
-                assert self.hv is not None
-                state = self.hv.state(name)
-                reason = self.hv.shutoff_reason(name) if state in OFF_STATES else ""
+                ended = self._supervise_once(self.spec.name)
+            except SupervisionGaveUp:
+                raise
             except HypervisorError:
                 continue  # libvirtd is going away: the next round restarts it
-            if state in OFF_STATES:
-                self.ready_file.clear()
-                if api_container.off_on_request(self.api, name):
-                    continue  # stopped through the API (or being reverted): the container stays
-                clean = reason == "shutdown"
-                self.sink.line(f"the guest powered off ({reason}): the container ends")
-                return EXIT_OK if clean else EXIT_RUNTIME
+            except Exception as error:  # noqa: BLE001
+                problem = describe_unexpected(error) if not isinstance(error, VirtainerError) else one_line(str(error))
+                if problem != last_problem:  # once per kind of problem, not once a second
+                    self.sink.line(f"warning: supervision: {problem}; the VM keeps running, still supervising")
+                    if debug_enabled(self.environ):
+                        traceback.print_exc()
+                last_problem = problem
+                continue
+            last_problem = ""
+            if ended is not None:
+                return ended
         return self._graceful_stop()
+
+    def _supervise_once(self, name: str) -> int | None:
+        """One round: the container's exit status when the guest is off for good, else None."""
+        assert self.daemon is not None
+        if not self.daemon.alive():
+            self._restart_libvirtd()
+            return None
+        assert self.hv is not None
+        state = self.hv.state(name)
+        reason = self.hv.shutoff_reason(name) if state in OFF_STATES else ""
+        if state not in OFF_STATES:
+            return None
+        self.ready_file.clear()
+        if api_container.off_on_request(self.api, name):
+            return None  # stopped through the API (or being reverted): the container stays
+        self.sink.line(f"the guest powered off ({reason}): the container ends")
+        return EXIT_OK if reason == "shutdown" else EXIT_RUNTIME
 
     def _restart_libvirtd(self) -> None:
         assert self.daemon is not None
@@ -315,7 +350,7 @@ class Controller:
         window = self.config.libvirtd_restart_window_s
         self._restarts = [at for at in self._restarts if now - at < window] + [now]
         if len(self._restarts) > self.config.libvirtd_max_restarts:
-            raise HypervisorError(
+            raise SupervisionGaveUp(
                 f"libvirtd died {len(self._restarts)} times within {window:.0f} s; giving up: {self.daemon.log_tail()}"
             )
         self.sink.line(f"libvirtd exited (status {self.daemon.exit_status()}); restarting it, the VM keeps running")
@@ -369,13 +404,26 @@ def _container_address() -> str:
         return "<container IP>"
 
 
+def report_unexpected(error: BaseException, environ: Mapping[str, str]) -> None:
+    """One line on stderr for an error nobody expected; its traceback too with VIRTAINER_DEBUG=1."""
+    debug = debug_enabled(environ)
+    if debug:
+        traceback.print_exception(error)
+    hint = "" if debug else " (VIRTAINER_DEBUG=1 shows the traceback)"
+    sys.stderr.write(f"virtainer: error: {describe_unexpected(error)}{hint}\n")
+    sys.stderr.flush()
+
+
 def main() -> int:
     """The container's main process (under tini). Returns the container's exit status."""
     try:
         controller = Controller(os.environ, baked=BakedImage.load())
     except VirtainerError as error:
-        sys.stderr.write(f"virtainer: error: {error}\n")
+        sys.stderr.write(f"virtainer: error: {one_line(str(error))}\n")
         return error.exit_code
+    except Exception as error:  # noqa: BLE001
+        report_unexpected(error, os.environ)
+        return EXIT_RUNTIME
     signal.signal(signal.SIGTERM, controller.request_stop)
     signal.signal(signal.SIGINT, controller.request_stop)
     return controller.run()
