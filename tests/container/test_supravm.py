@@ -54,7 +54,8 @@ def test_default_uefi_and_an_emulated_tpm_start_in_the_image(generic_image: str)
         xml = container.exec("virsh", "-q", "dumpxml", "vm").stdout
         assert "OVMF" in xml and 'type="pflash"' in xml.replace("'", '"'), xml
         assert "<tpm " in xml and 'type="emulator"' in xml.replace("'", '"'), xml
-        assert container.exec("pgrep", "-x", "swtpm").returncode == 0, container.logs()[-2000:]
+        swtpm = container.exec("sh", "-c", "cat /proc/[0-9]*/comm | grep -x swtpm")
+        assert swtpm.returncode == 0, container.logs()[-2000:]  # the TPM emulator runs beside QEMU
         assert (store / "sys.qcow2.nvram.fd").is_file()  # SupraVM's UEFI variables live beside sys.qcow2
     finally:
         container.remove()
@@ -69,8 +70,10 @@ def bios_vm(generic_image: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     store = new_volume("supravm-bios")
     shutil.copyfile(cloud_guest().base_image, store / "sys.qcow2")  # a standalone system disk
     (store / "sys.qcow2").chmod(0o644)
-    container = start(generic_image, "supra-bios", caps=NETWORK_CAPS, extra=["--init"],
-                      env=supravm_env(VIRTAINER_FIRMWARE="bios"),
+    # the README's network and display variables too (its RDP port rule becomes SSH's here)
+    env = supravm_env(VM_GUEST_LAN="192.168.199.0/24", VM_MAC="00:00:00:01:02:03",
+                      VM_TCP_PORTS='("0.0.0.0:22:22")', VM_GUEST_VNC="1", VIRTAINER_FIRMWARE="bios")
+    container = start(generic_image, "supra-bios", caps=NETWORK_CAPS, extra=["--init"], env=env,
                       volumes=[supravm_volume(store), f"{key.public}:/tmp/id_rsa.pub:ro"])  # fmt: skip
     try:
         container.wait_log(r"VM 'vm' is ready", timeout_s=BOOT_TIMEOUT_S)
@@ -92,12 +95,15 @@ def test_bios_guest_on_q35_gets_the_ssh_key(bios_vm: tuple[Container, SshKey]) -
     assert done.returncode == 0, done.stderr
     assert key.public.read_text().split()[1] in done.stdout  # the mounted key reached the guest
     assert "/dev/vd" in done.stdout  # the seed: a virtio disk, found by its cidata label
+    address = key.run(target, "ip -4 -o addr show scope global").stdout
+    assert " 192.168.199.2/24 " in address, address  # VM_GUEST_LAN: the guest's fixed address in it
 
 
 def test_the_seed_is_a_read_only_virtio_disk_on_q35(bios_vm: tuple[Container, SshKey]) -> None:
     container, _key = bios_vm
     xml = container.exec("virsh", "-q", "dumpxml", "vm").stdout.replace("'", '"')
     assert 'machine="pc-q35' in xml
+    assert 'port="5999"' in xml and "00:00:00:01:02:03" in xml  # VM_GUEST_VNC=1, VM_MAC
     seed = xml[xml.index("seed.iso") - 200 : xml.index("seed.iso") + 200]
     assert 'bus="virtio"' in seed and "<readonly/>" in seed and 'device="disk"' in seed, seed
     assert docker("inspect", "-f", "{{.State.Running}}", container.name).stdout.strip() == "true"
