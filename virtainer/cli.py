@@ -40,6 +40,7 @@ from virtainer.errors import (
 )
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.orchestration.commands import add_commands as add_orchestration_commands
+from virtainer.orchestration.commands import add_fleet_arguments, cmd_fleet_status, wants_fleet
 from virtainer.readiness import StageRecord
 from virtainer.spec import (
     SETTINGS,
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="state, accelerator, addresses and readiness")
     status.add_argument("name", nargs="?", help="a VM name (default: all VMs)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_fleet_arguments(status)  # --api URL ..., --fleet FILE, --docker: many containers or hosts
 
     console = commands.add_parser("console", help="attach to the serial console (Ctrl+] leaves)")
     console.add_argument("name", nargs="?", default="vm")
@@ -210,6 +212,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if wants_fleet(args):
+        return cmd_fleet_status(args)
     with _hypervisor(args) as hv:
         names = [args.name] if args.name else hv.list_names()
         statuses = [machine.status(hv, name) for name in names]

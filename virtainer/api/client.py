@@ -86,6 +86,9 @@ class RemoteClient:
     def _model(self, kind: type[M], method: str, path: str, json: Any = None) -> M:
         return kind.model_validate(self._call(method, path, json))
 
+    def list_vms(self) -> list[models.VmPublic]:
+        return TypeAdapter(list[models.VmPublic]).validate_python(self._call("GET", "/v1/vms"))
+
     def start(self, vm: str) -> models.OperationResult:
         return self._model(models.OperationResult, "POST", f"/v1/vms/{vm}/start")
 

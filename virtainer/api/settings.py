@@ -28,6 +28,20 @@ class ApiSettings(BaseModel):
     stop_timeout_s: float = Field(60.0, gt=0, le=3600)
     status_ttl_s: float = Field(1.0, ge=0, le=60)  # GET results are reused this long at most
     workers: int = Field(8, ge=2, le=64)  # threads for blocking libvirt calls
+    peers: tuple[str, ...] = ()  # other virtainer APIs that GET /v1/fleet lists too (VIRTAINER_API_PEERS)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, peers: object) -> object:
+        return tuple(peers.replace(",", " ").split()) if isinstance(peers, str) else peers
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_urls(cls, peers: tuple[str, ...]) -> tuple[str, ...]:
+        for url in peers:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"http:// or https:// URLs separated by blanks or commas, not {url[:60]!r}")
+        return peers
 
     @field_validator("token")
     @classmethod
@@ -64,6 +78,7 @@ class ApiSettings(BaseModel):
             "libvirt_uri": env.get("VIRTAINER_LIBVIRT_URI") or env.get("LIBVIRT_DEFAULT_URI"),
             "token": env.get("VIRTAINER_API_TOKEN") or None,
             "token_file": env.get("VIRTAINER_API_TOKEN_FILE"),
+            "peers": env.get("VIRTAINER_API_PEERS") or None,
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls.build(**values)

@@ -1,4 +1,5 @@
-"""CLI: `virtainer kube render DIR` and `virtainer kube check FILE...`.
+"""CLI: `virtainer kube render DIR`, `virtainer kube check FILE...`, and the fleet view of
+`virtainer status` (`--api URL` repeated, `--fleet FILE`, `--docker [--label K=V]`).
 
 virtainer kube render deploy/kubernetes/overlays/fleet | kubectl apply -f -
 kubectl kustomize deploy/kubernetes/overlays/fleet > fleet.yaml && virtainer kube check fleet.yaml
@@ -7,15 +8,19 @@ kubectl kustomize deploy/kubernetes/overlays/fleet > fleet.yaml && virtainer kub
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
+from rich.table import Column, Table
 
-from virtainer.errors import EXIT_OK, ConfigError
-from virtainer.orchestration import kubernetes, kustomize
+from virtainer.api.fleet import FleetMember, Source, gather
+from virtainer.errors import EXIT_OK, EXIT_RUNTIME, ConfigError
+from virtainer.orchestration import fleet, kubernetes, kustomize
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -51,3 +56,62 @@ def _documents(name: str) -> list[dict[str, Any]]:
     if not all(isinstance(doc, dict) for doc in documents):
         raise ConfigError("manifest file", name, "Kubernetes resources (mappings)")
     return documents
+
+
+# ---- virtainer status over a fleet --------------------------------------------------------------
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("a fleet: the VMs of many containers or hosts in one table")
+    group.add_argument("--api", action="append", default=[], metavar="URL", help="a virtainer API (repeatable)")
+    group.add_argument("--fleet", type=Path, metavar="FILE", help="one API per line: URL [TOKEN]")
+    group.add_argument("--docker", action="store_true", help="every virtainer container of the Docker engine")
+    group.add_argument("--label", action="append", default=[], metavar="K=V", help="with --docker: only these")
+    group.add_argument("--token", help="bearer token for --api URLs (env VIRTAINER_API_TOKEN)")
+    group.add_argument("--timeout", type=float, default=5.0, help="seconds per API (default 5)")
+
+
+def wants_fleet(args: argparse.Namespace) -> bool:
+    return bool(args.api or args.fleet or args.docker)
+
+
+def fleet_sources(args: argparse.Namespace) -> list[Source]:
+    if args.label and not args.docker:
+        raise ConfigError("--label", args.label[0], "a filter of --docker (add --docker)")
+    token = args.token or fleet.env_token()
+    sources = [Source(url, url, token) for url in args.api]
+    if args.fleet:
+        sources += fleet.sources_from_file(args.fleet)
+    if args.docker:
+        sources += fleet.docker_sources(args.label)
+    return sources
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    members = gather(fleet_sources(args), timeout_s=args.timeout)
+    if args.name:
+        members = [m.model_copy(update={"vms": [vm for vm in m.vms if vm.name == args.name]}) for m in members]
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    for member in members:
+        if member.error:
+            errors.print(f"virtainer: {member.source}: {member.error}", markup=False)
+    if args.json:
+        sys.stdout.write(json.dumps([member.model_dump(mode="json") for member in members], indent=2) + "\n")
+    else:
+        Console(highlight=False, soft_wrap=True).print(fleet_table(members))
+    return EXIT_RUNTIME if any(member.error for member in members) else EXIT_OK
+
+
+def fleet_table(members: list[FleetMember]) -> Table:
+    table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready")
+    table.columns.insert(0, Column("source", overflow="fold"))
+    for member in members:
+        if member.error:
+            table.add_row(member.source, "-", "unreachable", "", "", "", "", "")
+        for vm in member.vms:
+            addresses = ", ".join(address.address for address in vm.addresses)
+            table.add_row(
+                member.source, vm.name, vm.state, vm.accelerator, str(vm.vcpus), f"{vm.memory_mib}M",
+                addresses, "yes" if vm.readiness.ready else "no",
+            )  # fmt: skip
+    return table

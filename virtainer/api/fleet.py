@@ -1,0 +1,52 @@
+"""Many VMs at once: each source is a virtainer API (a container's, a host's `virtainer serve`),
+asked in parallel for its VMs. No central database: the fleet is whatever answers now.
+
+Used by `virtainer status --api URL ...` / `--fleet FILE` / `--docker` and by `GET /v1/fleet`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from virtainer.api.client import RemoteClient
+from virtainer.api.models import Model, VmPublic
+from virtainer.errors import VirtainerError
+
+MAX_PARALLEL = 16
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str  # what the table shows: a container's name, or the URL
+    url: str
+    token: str | None = None
+
+
+class FleetMember(Model):
+    source: str
+    url: str
+    vms: list[VmPublic]
+    error: str | None = None
+
+
+def ask(source: Source, timeout_s: float) -> FleetMember:
+    client = RemoteClient(source.url, source.token, timeout_s=timeout_s)
+    try:
+        return FleetMember(source=source.label, url=source.url, vms=client.list_vms())
+    except VirtainerError as error:
+        return FleetMember(source=source.label, url=source.url, vms=[], error=str(error))
+    except ValueError as error:  # not JSON, or not a virtainer API's VM list
+        first = str(error).splitlines()[0]
+        return FleetMember(source=source.label, url=source.url, vms=[], error=f"not a virtainer API: {first}")
+    finally:
+        client.close()
+
+
+def gather(sources: Sequence[Source], timeout_s: float = 5.0) -> list[FleetMember]:
+    """Every source's VMs, in the order given; an unreachable source has its error instead."""
+    if not sources:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(sources))) as pool:
+        return list(pool.map(lambda source: ask(source, timeout_s), sources))

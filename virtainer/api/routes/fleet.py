@@ -1,0 +1,19 @@
+"""/v1/fleet: this API's VMs and those of its peers (VIRTAINER_API_PEERS), asked in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+
+from virtainer.api.deps import BackendDep
+from virtainer.api.fleet import FleetMember, Source, gather
+
+router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
+
+
+@router.get("", summary="The VMs of this API and of every peer; an unreachable peer has its error")
+async def list_fleet(request: Request, backend: BackendDep) -> list[FleetMember]:
+    own = FleetMember(source="self", url=str(request.base_url).rstrip("/"), vms=await backend.statuses())
+    peers = [Source(url, url) for url in backend.settings.peers]
+    return [own, *await asyncio.to_thread(gather, peers)]
