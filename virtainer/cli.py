@@ -20,11 +20,10 @@ import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
-from rich.table import Table
 
 from virtainer import machine
 from virtainer.accel import choose_accelerator
@@ -55,6 +54,9 @@ from virtainer.spec import (
 )
 from virtainer.storage import DiffLock, require_system_disk
 
+if TYPE_CHECKING:  # rich's progress and table modules load only when a command draws them
+    from rich.progress import Progress, TaskID
+
 CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -79,6 +81,8 @@ class CliReporter:
 
     def progress(self, label: str, done: int, total: int | None) -> None:
         if self._progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
             columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
             self._progress = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
             self._progress.start()
@@ -221,6 +225,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         payload = [_status_json(item) for item in statuses]
         out.print_json(json.dumps(payload[0] if args.name else payload))
         return EXIT_OK
+    from rich.table import Table
+
     table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready stages", "diff")
     for item in statuses:
         addresses = ", ".join(address.address for address in item.addresses)

@@ -13,14 +13,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from virtainer.api import models
-from virtainer.api.client import LocalClient, RemoteClient, VmClient
 from virtainer.errors import EXIT_OK
-from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.spec import timeout_argument
+
+if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of these commands runs
+    from pydantic import BaseModel
+
+    from virtainer.api import models
+    from virtainer.api.client import VmClient
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -70,6 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator[VmClient]:
+    from virtainer.api.client import LocalClient, RemoteClient
+    from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+
     if args.api:
         remote = RemoteClient(args.api, args.token)
         try:
@@ -103,6 +108,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     with _client(args) as client:
         action = args.snapshot_command
         if action == "create":
+            from virtainer.api import models
+
             kind = "memory" if args.memory else "disk"
             request = models.SnapshotCreate(name=args.snapshot, kind=kind, description=args.description)
             created = client.create_snapshot(args.name, request)
