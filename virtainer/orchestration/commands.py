@@ -12,15 +12,18 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
-from rich.table import Column, Table
 
-from virtainer.api.fleet import FleetMember, Source, gather
 from virtainer.errors import EXIT_OK, EXIT_RUNTIME, ConfigError
-from virtainer.orchestration import fleet, kubernetes, kustomize
+from virtainer.orchestration import kubernetes, kustomize
+
+if TYPE_CHECKING:  # the fleet view's pydantic models, HTTP client and table load only when it runs
+    from rich.table import Table
+
+    from virtainer.api.fleet import FleetMember, Source
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -76,6 +79,9 @@ def wants_fleet(args: argparse.Namespace) -> bool:
 
 
 def fleet_sources(args: argparse.Namespace) -> list[Source]:
+    from virtainer.api.fleet import Source
+    from virtainer.orchestration import fleet
+
     if args.label and not args.docker:
         raise ConfigError("--label", args.label[0], "a filter of --docker (add --docker)")
     token = args.token or fleet.env_token()
@@ -88,6 +94,8 @@ def fleet_sources(args: argparse.Namespace) -> list[Source]:
 
 
 def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from virtainer.api.fleet import gather
+
     members = gather(fleet_sources(args), timeout_s=args.timeout)
     if args.name:
         members = [m.model_copy(update={"vms": [vm for vm in m.vms if vm.name == args.name]}) for m in members]
@@ -103,6 +111,8 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
 
 
 def fleet_table(members: list[FleetMember]) -> Table:
+    from rich.table import Column, Table
+
     table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready")
     table.columns.insert(0, Column("source", overflow="fold"))
     for member in members:
