@@ -553,10 +553,17 @@ def settings_from_mapping(data: object, origin: str) -> RawSettings:
     return raw
 
 
+CONFIG_FILE_MAX = 4 << 20
+
+
 def settings_from_file(path: Path) -> RawSettings:
     """Read a JSON or YAML spec file (JSON is YAML)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as stream:  # read with a cap: `-f /dev/zero` must not read forever
+            content = stream.read(CONFIG_FILE_MAX + 1)
+        if len(content) > CONFIG_FILE_MAX:
+            raise ConfigError("config file", str(path), f"a spec file of at most {CONFIG_FILE_MAX >> 20} MiB")
+        data = yaml.safe_load(content.decode())
     except OSError as error:
         raise ConfigError("config file", str(path), f"a readable file ({error.strerror})") from None
     except UnicodeDecodeError:

@@ -337,3 +337,16 @@ def test_reserved_ports_under_both_names_must_agree() -> None:
     assert both.reserved_ports == (("tcp", (80, 80)),)
     with pytest.raises(ConfigError, match="VIRTAINER_RESERVED_PORTS"):
         controller_config({"VIRTAINER_RESERVED_PORTS": "\u0668\u0660"})  # Arabic-Indic 80
+
+
+@pytest.mark.parametrize(("content", "accepted"), [(None, "a spec file of at most 4 MiB"),
+                                                   (b"\xff\xfe", "a UTF-8 text file"),
+                                                   (b"[" * 100000, "nested less deeply")])  # fmt: skip
+def test_a_spec_file_is_read_with_care(content: bytes | None, accepted: str, tmp_path: Path) -> None:
+    from virtainer.spec import settings_from_file
+
+    path = Path("/dev/zero") if content is None else tmp_path / "vm.yaml"  # /dev/zero: never ends
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=accepted):
+        settings_from_file(path)

@@ -29,10 +29,11 @@ from virtainer.spec import (
     merge_settings,
     resolve_spec,
     settings_from_env,
+    settings_from_file,
     settings_from_mapping,
 )
 
-EXAMPLES = 25  # per setting and channel: ~50 settings x 3 channels stay within ~20 s
+EXAMPLES = 20  # per setting and channel: ~50 settings x 3 channels (and every alias) within ~20 s
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 # text a user may type: any character, with the ones parsers trip on made likely
@@ -151,5 +152,21 @@ def test_any_value_under_a_file_key(setting, host: HostFacts, contexts: list[Raw
         if dashed != setting.key:  # one file, the key spelt both ways
             both = {setting.key: value, dashed: "1"}
             _outcome(lambda: _resolve(settings_from_mapping(both, "vm.yaml"), contexts[which], host))
+
+    check()
+
+
+def test_any_bytes_as_the_spec_file(tmp_path_factory: pytest.TempPathFactory, host: HostFacts) -> None:
+    """`-f FILE`: any content (not YAML, not UTF-8, nested deeply, a list) is a spec or one line."""
+    path = tmp_path_factory.mktemp("spec-file") / "vm.yaml"
+
+    deep = st.sampled_from([b"[" * 2000, b"{a: " * 2000, b"- " * 2000 + b"x"])  # past Python's recursion limit
+    encoded = texts.map(lambda text: text.encode("utf-8", "surrogateescape"))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(content=st.one_of(st.binary(max_size=200), encoded, deep))
+    def check(content: bytes) -> None:
+        path.write_bytes(content)
+        _outcome(lambda: resolve_spec(settings_from_file(path), host))
 
     check()
