@@ -36,6 +36,9 @@ class DiskLayout:
     serial: str | None = None
     bus: str = "virtio"
     cache: str | None = None
+    # The backing chain, declared so libvirt never reads it from the disk's header: `()` none
+    # (an empty <backingStore/>), else (path, format) of the one base; None: not declared.
+    backing: tuple[str, str] | tuple[()] | None = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class LayoutInput:
     accelerator: AcceleratorChoice
     seed_path: Path | None
     disk_formats: dict[Path, str]
+    diff_base: tuple[Path, str] | None = None  # the base image the diff was made on, and its format
 
     @property
     def profile(self) -> Profile:
@@ -173,8 +177,9 @@ def disk_values(given: LayoutInput) -> dict[str, object]:
 
     bus, cache = spec.disk_bus, spec.disk_cache
     system = DiskLayout(
-        str(spec.diff_path), given.disk_formats.get(spec.diff_path, "qcow2"), target(bus), bus=bus, cache=cache
-    )
+        str(spec.diff_path), given.disk_formats.get(spec.diff_path, "qcow2"), target(bus), bus=bus, cache=cache,
+        backing=_diff_backing(given),
+    )  # fmt: skip
     data = [
         DiskLayout(str(disk.path), given.disk_formats.get(disk.path, "qcow2"), target(bus), f"data{index}", bus, cache)
         for index, disk in enumerate(spec.data_disks)
@@ -187,6 +192,15 @@ def disk_values(given: LayoutInput) -> dict[str, object]:
         "seed_bus": spec.seed_bus,
         "seed_target": "hdc" if spec.seed_bus == "ide" else target(spec.seed_bus),
     }
+
+
+def _diff_backing(given: LayoutInput) -> tuple[str, str] | tuple[()] | None:
+    """The diff's own base, explicit; a standalone system disk (no base image) has none. Without
+    a base image given (`virtainer render`), the chain is left to the diff's header, which
+    virtainer wrote: declaring none would hide the base from the guest."""
+    if given.diff_base is not None:
+        return str(given.diff_base[0].resolve()), given.diff_base[1]
+    return () if given.spec.diff_path in given.disk_formats else None
 
 
 def network_values(given: LayoutInput) -> dict[str, object]:
@@ -253,10 +267,15 @@ CONFIGURATORS: tuple[Configurator, ...] = (
 
 
 def layout_values(
-    spec: VmSpec, accelerator: AcceleratorChoice, *, seed_path: Path | None, disk_formats: dict[Path, str]
+    spec: VmSpec,
+    accelerator: AcceleratorChoice,
+    *,
+    seed_path: Path | None,
+    disk_formats: dict[Path, str],
+    diff_base: tuple[Path, str] | None = None,
 ) -> dict[str, object]:
     """Everything the templates need, computed here so the templates stay simple."""
-    given = LayoutInput(spec, accelerator, seed_path, disk_formats)
+    given = LayoutInput(spec, accelerator, seed_path, disk_formats, diff_base)
     values: dict[str, object] = {}
     for configure in CONFIGURATORS:
         section = configure(given)
@@ -283,8 +302,11 @@ def render_domain_xml(
     *,
     seed_path: Path | None,
     disk_formats: dict[Path, str] | None = None,
+    diff_base: tuple[Path, str] | None = None,
 ) -> str:
-    values = layout_values(spec, accelerator, seed_path=seed_path, disk_formats=disk_formats or {})
+    values = layout_values(
+        spec, accelerator, seed_path=seed_path, disk_formats=disk_formats or {}, diff_base=diff_base
+    )
     rendered = _environment().get_template("domain.xml.j2").render(values)
     document = validate_domain_xml(rendered)
     etree.indent(document, space="  ")

@@ -225,8 +225,10 @@ class Hypervisor:
             return ""
         return _SHUTOFF_REASONS.get(reason, "unknown")
 
-    def xml(self, name: str, *, inactive: bool = False) -> str:
+    def xml(self, name: str, *, inactive: bool = False, secure: bool = False) -> str:
+        """secure: with the definition's secrets (VNC password), to define it again as it is."""
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        flags |= libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
         return str(self._domain(name).XMLDesc(flags))
 
     def metadata(self, name: str) -> dict[str, str]:

@@ -62,9 +62,11 @@ class Plan:
     disk_formats: dict[Path, str]
 
     def domain_xml(self) -> str:
+        diff_base = (self.base, self.identity.format) if self.base and self.identity else None
         return render_domain_xml(
-            self.spec, self.accelerator, seed_path=self.seed_path, disk_formats=self.disk_formats
-        )
+            self.spec, self.accelerator, seed_path=self.seed_path, disk_formats=self.disk_formats,
+            diff_base=diff_base,
+        )  # fmt: skip
 
 
 @dataclass
@@ -139,7 +141,7 @@ def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
     """Fetch and identify the base, check the diff, build the seed in memory. Writes no VM file."""
     spec = with_nic_mac(spec)
     storage.check_writable(spec)
-    formats = {disk.path: _data_disk_format(disk) for disk in spec.data_disks}
+    formats = storage.data_disk_formats(spec)
     base: Path | None = None
     identity: storage.BaseIdentity | None = None
     if storage.has_base_image(spec) and not storage.is_standalone_disk(spec.diff_path):
@@ -226,17 +228,6 @@ def data_disk_cloud_config(disks: tuple[DataDisk, ...], bus: str = "virtio") -> 
     }
 
 
-def _data_disk_format(disk: DataDisk) -> str:
-    if disk.path.exists():
-        return str(storage.image_info(disk.path)["format"])
-    if disk.size_mib is None:
-        raise NotFoundError(
-            f"data disk {disk.path} does not exist and has no size to create it with",
-            hint="give a size (PATH,SIZE) or an existing image",
-        )
-    return "qcow2"
-
-
 def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: bool = True) -> UpResult:
     """Create (or reuse) the diff, write the seed, define and start the domain, wait until ready."""
     reporter = reporter or QuietReporter()
@@ -251,6 +242,7 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     xml = plan.domain_xml()
     has_secret = spec.vnc is not None and bool(spec.vnc.password)  # the XML holds the VNC password
     write_atomic(spec.domain_xml_path, xml, mode=0o600 if has_secret else 0o644)
+    _forget_other_diffs_snapshots(hv, spec, reporter)
     hv.define(xml)
     crash_point("defined")
     _restore_snapshots(hv, spec, reporter)
@@ -270,6 +262,14 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     if wait:
         wait_ready(spec, hv, readiness, reporter)
     return result
+
+
+def _forget_other_diffs_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None:
+    """A domain redefined on another diff must not list the snapshots inside the previous one."""
+    if not hv.exists(spec.name) or hv.metadata(spec.name).get("diff") == str(spec.diff_path):
+        return
+    if forgotten := snapshots.forget_all(hv, spec.name):
+        reporter.step(f"snapshots of the previous diff no longer listed: {', '.join(forgotten)}")
 
 
 def _restore_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None:
@@ -316,6 +316,8 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
         if disk.size_mib and storage.create_data_disk(disk.path, disk.size_mib):
             reporter.step(f"created data disk {disk.path}")
             crash_point("data-disk")
+    if storage.record_disk_formats(spec, plan.disk_formats):
+        reporter.step(f"disk formats recorded in {spec.format_record_path}")
     if spec.mac_address and spec.network.mode != "none" and storage.save_mac(spec, spec.mac_address):
         reporter.step(f"NIC MAC {spec.mac_address} recorded in {spec.nic_record_path}")
     generated = None

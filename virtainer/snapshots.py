@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -40,7 +41,6 @@ from virtainer.hypervisor import DomainState, Hypervisor
 
 SnapshotKind = Literal["disk", "memory"]
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-DIFF_TARGET = "vda"  # the diff is always vda (domain_templates/disks.xml.j2)
 _ACTIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTTING_DOWN)
 
 
@@ -199,6 +199,11 @@ def create(
     _require_qcow2(diff)
     if name in hv.snapshot_names(vm):
         raise ConflictError(f"VM '{vm}' already has a snapshot named '{name}'")
+    if name in _names_inside(diff):  # e.g. a teammate's copied diff: a second tag would shadow it
+        raise ConflictError(
+            f"the diff {diff} already holds an internal snapshot named '{name}'",
+            hint="choose another name (qemu-img snapshot -l lists the diff's snapshots)",
+        )
     state = hv.state(vm)
     active = state in _ACTIVE
     if kind == "memory" and not active:
@@ -210,7 +215,7 @@ def create(
     if kind == "disk" and active:
         quiesced = _create_disk_live(hv, vm, name, diff, description)
     else:
-        xml = _snapshot_xml(name, description, memory=kind == "memory", disks=_disk_targets(hv, vm))
+        xml = _snapshot_xml(name, description, memory=kind == "memory", disks=_disk_targets(hv, vm, diff))
         hv.snapshot_create(vm, xml)
     extras = {"vm_state": state.value, "quiesced": quiesced, "hardware": hardware_of(hv, vm)}
     SnapshotStore(diff).save(name, hv.snapshot_xml(vm, name), extras)
@@ -241,8 +246,8 @@ def _create_disk_live(hv: Hypervisor, vm: str, name: str, diff: Path, descriptio
             raise
         thaw_failed, quiesced = error, True  # record the snapshot, then report the frozen guest
     xml = _snapshot_xml(
-        name, description, memory=False, disks=_disk_targets(hv, vm), state="shutoff",
-        created_at=created_at, parent=parent, domain_xml=hv.xml(vm, inactive=True),
+        name, description, memory=False, disks=_disk_targets(hv, vm, diff), state="shutoff",
+        created_at=created_at, parent=parent, domain_xml=hv.xml(vm, inactive=True, secure=True),
     )  # fmt: skip
     try:
         hv.snapshot_create(vm, xml, redefine=True, current=True)
@@ -312,11 +317,18 @@ def frozen_filesystems(hv: Hypervisor, vm: str) -> Iterator[bool]:
         )
 
 
-def _disk_targets(hv: Hypervisor, vm: str) -> dict[str, bool]:
-    """Every disk of the domain -> whether the snapshot includes it (only the diff does)."""
+def _disk_targets(hv: Hypervisor, vm: str, diff: Path) -> dict[str, bool]:
+    """Every disk of the domain -> whether the snapshot includes it: only the diff does, found by
+    its source file whatever its bus and target (vda, sda on SATA or SCSI, hda on IDE)."""
     document = etree.fromstring(hv.xml(vm, inactive=True).encode())
-    targets = [disk.get("dev") for disk in document.iterfind("devices/disk/target")]
-    return {str(target): target == DIFF_TARGET for target in targets if target}
+    targets: dict[str, bool] = {}
+    for disk in document.iterfind("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is None or not target.get("dev"):
+            continue
+        path = source.get("file") if source is not None else None
+        targets[str(target.get("dev"))] = path is not None and os.path.realpath(path) == os.path.realpath(diff)
+    return targets
 
 
 def _snapshot_xml(
@@ -386,7 +398,10 @@ def revert(hv: Hypervisor, vm: str, name: str) -> RevertResult:
     active = hv.state(vm) in _ACTIVE
     if snapshot.kind == "memory":
         _check_hardware(hv, vm, snapshot)
+    # libvirt puts the snapshot's copy of the definition back; the VM keeps its own, secrets too
+    definition = hv.xml(vm, inactive=True, secure=True)
     hv.snapshot_revert(vm, name, running=snapshot.kind == "memory" or active)
+    hv.define(definition)
     _save_current(hv, vm, diff_of(hv, vm))
     return RevertResult(get(hv, vm, name), hv.state(vm), round(time.monotonic() - started, 2))
 
@@ -431,10 +446,10 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
     saved = store.names()
     if not saved:
         return RestoreReport([], {})
-    inside = {str(item.get("name")) for item in _internal_snapshots(diff)}
+    inside = _names_inside(diff)
     known = set(hv.snapshot_names(vm))
-    domain_xml = hv.xml(vm, inactive=True)
-    disks = _disk_targets(hv, vm)
+    domain_xml = hv.xml(vm, inactive=True, secure=True)  # a revert starts this one: secrets too
+    disks = _disk_targets(hv, vm, diff)
     restored: list[str] = []
     skipped: dict[str, str] = {}
     for name in _creation_order(store, saved):
@@ -453,9 +468,19 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
     return RestoreReport(restored, skipped)
 
 
-def _internal_snapshots(diff: Path) -> list[dict[str, object]]:
+def forget_all(hv: Hypervisor, vm: str) -> list[str]:
+    """Drop libvirt's record of every snapshot of `vm`, leaving every disk as it is: the domain
+    is about to be defined on another diff, which does not hold them. Returns their names."""
+    names = hv.snapshot_names(vm)
+    for name in names:
+        hv.snapshot_delete(vm, name, metadata_only=True)
+    return names
+
+
+def _names_inside(diff: Path) -> set[str]:
+    """The internal snapshots the diff itself holds (qemu-img snapshot -l)."""
     snapshots = storage.image_info(diff).get("snapshots") or []
-    return [item for item in snapshots if isinstance(item, dict)]  # type: ignore[union-attr]
+    return {str(item.get("name")) for item in snapshots if isinstance(item, dict)}  # type: ignore[union-attr]
 
 
 def _creation_order(store: SnapshotStore, names: list[str]) -> list[str]:

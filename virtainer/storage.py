@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError
+from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import staged, write_atomic, write_atomic_with
 from virtainer.spec import ImageSource, VmSpec
@@ -73,9 +73,11 @@ def qemu_img(*args: str) -> str:
     return done.stdout
 
 
-def image_info(path: Path) -> dict[str, object]:
+def image_info(path: Path, disk_format: str | None = None) -> dict[str, object]:
+    """qemu-img info; with disk_format the image is read as that format, never probed."""
+    forced = ("-f", disk_format) if disk_format else ()
     # -U: read even while a running QEMU holds the image lock
-    info = json.loads(qemu_img("info", "-U", "--output=json", str(path)))
+    info = json.loads(qemu_img("info", "-U", *forced, "--output=json", str(path)))
     assert isinstance(info, dict)
     return info
 
@@ -212,15 +214,20 @@ def standalone_disk_format(spec: VmSpec) -> str:
     """Check a system disk used without a base image and return its format. Reads, never writes.
 
     Such a disk is the whole system: it has no base to record, and it is never reformatted or
-    recreated. An overlay is refused: its base could change under it unnoticed.
+    recreated. An overlay is refused: its base could change under it unnoticed. Its format is
+    recorded on first use (record_disk_formats) and never probed again: the guest writes it.
     """
-    info = image_info(spec.diff_path)
+    recorded = read_disk_formats(spec).get(_format_key(spec.diff_path))
+    if recorded == "raw":
+        return "raw"
+    info = image_info(spec.diff_path, recorded)
     backing = info.get("backing-filename")
     if backing:
         raise BaseMismatchError(
             f"{spec.diff_path} is an overlay on {backing}; virtainer checks an overlay's base, so name it",
             hint="set image to that base image (its identity is then recorded beside the diff)",
         )
+    _refuse_other_files(spec.diff_path, info, "diff" if spec.storage_dir is None else "storage_id")
     return str(info["format"])
 
 
@@ -233,6 +240,86 @@ def prepare_standalone_disk(spec: VmSpec, disk_format: str) -> None:
     """A standalone disk is used as it is; only grown when disk_size asks for more."""
     if spec.disk_size_mib:
         grow_diff(spec.diff_path, spec.disk_size_mib, disk_format)
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk formats: recorded when virtainer creates or first attaches a disk, then never probed again.
+# A guest may write anything into a raw disk, a qcow2 header naming a host file as its backing
+# file included; probed at the next start, that header would hand the guest the host file.
+
+
+def read_disk_formats(spec: VmSpec) -> dict[str, str]:
+    """The recorded formats beside the diff, by the disk's resolved path."""
+    try:
+        data = json.loads(spec.format_record_path.read_text())
+        formats = data["formats"]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ImageError(f"cannot read {spec.format_record_path}: {error}") from None
+    if not isinstance(formats, dict):
+        raise ImageError(f"cannot read {spec.format_record_path}: 'formats' is not a mapping")
+    return {str(path): str(value) for path, value in formats.items()}
+
+
+def record_disk_formats(spec: VmSpec, formats: dict[Path, str]) -> bool:
+    """Record the formats of disks not recorded yet (atomically). True when written."""
+    recorded = read_disk_formats(spec)
+    wanted = {**{_format_key(path): value for path, value in formats.items()}, **recorded}
+    if wanted == recorded:
+        return False
+    write_atomic(spec.format_record_path, json.dumps({"formats": wanted}, indent=2) + "\n", mode=0o644)
+    return True
+
+
+def data_disk_formats(spec: VmSpec) -> dict[Path, str]:
+    """Each data disk's format: as recorded; else probed once (first attach); qcow2 when virtainer
+    creates it. A disk whose header names a backing or data file is refused."""
+    recorded = read_disk_formats(spec)
+    formats: dict[Path, str] = {}
+    for disk in spec.data_disks:
+        if disk.path.exists():
+            formats[disk.path] = checked_disk_format(disk.path, recorded.get(_format_key(disk.path)), "disks")
+        elif disk.size_mib is None:
+            raise NotFoundError(
+                f"data disk {disk.path} does not exist and has no size to create it with",
+                hint="give a size (PATH,SIZE) or an existing image",
+            )
+        else:
+            formats[disk.path] = "qcow2"
+    return formats
+
+
+def checked_disk_format(path: Path, recorded: str | None, setting: str) -> str:
+    """The disk's format (the recorded one, else probed), after refusing a header that names
+    another file: virtainer declares no backing chain but the diff's own base."""
+    if recorded == "raw":
+        return "raw"  # never read as anything else, whatever the guest wrote into it
+    info = image_info(path, recorded)
+    _refuse_other_files(path, info, setting)
+    return str(info["format"])
+
+
+def _refuse_other_files(path: Path, info: dict[str, object], setting: str) -> None:
+    other = info.get("backing-filename") or _data_file(info)
+    if other:
+        raise ConfigError(
+            setting, str(path),
+            f"a disk whose header names no other file; it names {other}, which virtainer did not create "
+            "(check the disk; its format is recorded in the diff's .formats.json)",
+        )  # fmt: skip
+
+
+def _data_file(info: dict[str, object]) -> str | None:
+    """qcow2's external data file (format-specific data), another way to name a host file."""
+    specific = info.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    value = data.get("data-file") if isinstance(data, dict) else None
+    return str(value) if value else None
+
+
+def _format_key(path: Path) -> str:
+    return os.path.realpath(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,7 +140,9 @@ def canonical(xml: str) -> str:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_xml_matches_golden_file(case: str) -> None:
     spec, accelerator, seed = CASES[case]
-    xml = render_domain_xml(spec, accelerator, seed_path=seed, disk_formats={Path("/disks/docker.raw"): "raw"})
+    diff_base = (spec.image.path, "qcow2") if spec.image.path else None  # explicit, as `up` renders it
+    formats = {Path("/disks/docker.raw"): "raw"}
+    xml = render_domain_xml(spec, accelerator, seed_path=seed, disk_formats=formats, diff_base=diff_base)
     golden = GOLDEN / f"{case}.xml"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(xml)
