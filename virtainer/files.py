@@ -60,12 +60,24 @@ def staged(path: Path, *, replace: bool = True, parents: bool = True) -> Iterato
         if replace:
             os.replace(temp, path)
         else:
-            os.link(temp, path)  # atomic, and fails when the name exists
-            os.unlink(temp)
+            _publish_without_replacing(temp, path)
         fsync_directory(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+def _publish_without_replacing(temp: Path, path: Path) -> None:
+    try:
+        os.link(temp, path)  # atomic, and fails when the name exists
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (some FUSE mounts): the diff lock keeps
+        if path.exists():  # out the only other writer, so check-then-rename is enough there
+            raise FileExistsError(17, "File exists", str(path)) from None
+        os.replace(temp, path)
+        return
+    os.unlink(temp)
 
 
 def fsync_file(path: Path) -> None:
