@@ -37,6 +37,7 @@ from virtainer.errors import (
     describe_unexpected,
     one_line,
 )
+from virtainer.guest_cli import add_commands as add_guest_commands
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.orchestration.commands import add_commands as add_orchestration_commands
 from virtainer.orchestration.commands import add_fleet_arguments, cmd_fleet_status, wants_fleet
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     screenshot.add_argument("-o", "--output", type=Path, help="file to write (default NAME-screen.png)")
     COMMANDS.update(add_api_commands(commands))  # serve, start|stop|reboot, snapshot (REST API issue)
     COMMANDS.update(add_orchestration_commands(commands))  # kube render|check
+    COMMANDS.update(add_guest_commands(commands, _progress))  # exec, cp, keys, password, ssh
     return parser
 
 
@@ -227,13 +229,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rich.table import Table
 
-    table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready stages", "diff")
+    table = Table("name", "state", "accel", "vcpus", "memory", "address", "OS", "ready stages", "diff")
     for item in statuses:
         addresses = ", ".join(address.address for address in item.addresses)
         stages = " ".join(f"{record.stage}@{record.elapsed_s:.0f}s" for record in item.stages)
+        guest_os = f"{item.guest.os_id} {item.guest.os_version_id}".strip() if item.guest else ""
         table.add_row(
             item.name, item.state.value, item.accelerator, str(item.vcpus), f"{item.memory_mib}M",
-            addresses, stages, item.diff_path,
+            addresses, guest_os, stages, item.diff_path,
         )  # fmt: skip
     out.print(table)
     return EXIT_OK
@@ -346,8 +349,19 @@ COMMANDS = {
 }
 
 
+def _progress(label: str, done: int, total: int | None) -> None:
+    _transfers.progress(label, done, total)
+
+
+_transfers = CliReporter()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `exec NAME -- CMD ARGS` and `ssh NAME -- CMD`: what follows the first -- is the guest's
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.argv = command
     try:
         return COMMANDS[args.command](args)
     except VirtainerError as error:

@@ -123,6 +123,7 @@ def metadata_values(given: LayoutInput) -> dict[str, object]:
         "serial_log": str(spec.serial_log_path),
         "default_user": spec.default_user or "",
         "wait_for": ",".join(spec.wait_for),
+        "ready_command": spec.ready_command,
     }
 
 

@@ -73,6 +73,17 @@ class HypervisorError(VirtainerError):
     """libvirt or QEMU refused or failed an operation."""
 
 
+class AgentUnavailableError(ConflictError, HypervisorError):
+    """No QEMU guest agent answers (none in the guest, not started yet, or the VM is not
+    running): a conflict with the VM's state, and still a HypervisorError for callers that only
+    care that the agent call failed. `busy`: it is there but missed libvirt's 5 s sync (a loaded
+    guest); the command was not sent, so it may be retried."""
+
+    def __init__(self, message: str, *, hint: str | None = None, busy: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.busy = busy
+
+
 class WaitTimeout(VirtainerError):
     exit_code = EXIT_TIMEOUT
     http_status = 504

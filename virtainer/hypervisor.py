@@ -24,7 +24,7 @@ import libvirt_qemu
 from lxml import etree
 
 from virtainer.domain import METADATA_NS
-from virtainer.errors import ConflictError, HypervisorError, NotFoundError, VirtainerError
+from virtainer.errors import AgentUnavailableError, ConflictError, HypervisorError, NotFoundError, VirtainerError
 
 DEFAULT_URI = "qemu:///system"
 
@@ -309,12 +309,50 @@ class Hypervisor:
         return []
 
     def agent_command(self, name: str, command: dict[str, Any], timeout_s: int = 5) -> Any:
-        """Run a QEMU guest agent command; raises HypervisorError when the agent does not answer."""
+        """Run a QEMU guest agent command; raises AgentUnavailableError when no agent answers,
+        HypervisorError when the agent refused the command."""
         try:
             reply = libvirt_qemu.qemuAgentCommand(self._domain(name), json.dumps(command), timeout_s, 0)
         except libvirt.libvirtError as error:
-            raise HypervisorError(f"guest agent: {error.get_error_message()}") from None
+            raise _agent_error(error, name) from None
         return json.loads(reply).get("return")
+
+    def guest_info(self, name: str) -> dict[str, Any]:
+        """libvirt's aggregated agent facts (OS, users, time zone, hostname, filesystems,
+        interfaces) as its flat typed parameters: {"os.id": "debian", "fs.0.mountpoint": "/", ...}."""
+        types = (
+            libvirt.VIR_DOMAIN_GUEST_INFO_USERS | libvirt.VIR_DOMAIN_GUEST_INFO_OS
+            | libvirt.VIR_DOMAIN_GUEST_INFO_TIMEZONE | libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME
+            | libvirt.VIR_DOMAIN_GUEST_INFO_FILESYSTEM | libvirt.VIR_DOMAIN_GUEST_INFO_INTERFACES
+        )  # fmt: skip
+        try:
+            return dict(self._domain(name).guestInfo(types, 0))
+        except libvirt.libvirtError as error:
+            raise _agent_error(error, name) from None
+
+    def authorized_keys(self, name: str, user: str) -> list[str]:
+        """The user's ~/.ssh/authorized_keys in the guest, through the agent."""
+        try:
+            return [str(key) for key in self._domain(name).authorizedSSHKeysGet(user, 0)]
+        except libvirt.libvirtError as error:
+            raise _agent_error(error, name) from None
+
+    def change_authorized_keys(self, name: str, user: str, keys: list[str], *, remove: bool) -> None:
+        """Append keys to, or remove them from, the user's authorized_keys in the guest."""
+        flag = libvirt.VIR_DOMAIN_AUTHORIZED_SSH_KEYS_SET_APPEND
+        if remove:
+            flag = libvirt.VIR_DOMAIN_AUTHORIZED_SSH_KEYS_SET_REMOVE
+        try:
+            self._domain(name).authorizedSSHKeysSet(user, keys, flag)
+        except libvirt.libvirtError as error:
+            raise _agent_error(error, name) from None
+
+    def set_user_password(self, name: str, user: str, password: str) -> None:
+        """Set a guest user's password through the agent (chpasswd in the guest)."""
+        try:
+            self._domain(name).setUserPassword(user, password, 0)
+        except libvirt.libvirtError as error:
+            raise _agent_error(error, name) from None
 
     def screenshot(self, name: str, path: Path) -> str:
         """Save the guest's screen (its first display adapter) to `path`; returns the MIME type.
@@ -493,6 +531,25 @@ class Hypervisor:
     def unwatch(self, handle: int) -> None:
         with contextlib.suppress(libvirt.libvirtError):
             self.conn.domainEventDeregisterAny(handle)
+
+
+_NO_AGENT = {
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,  # not connected (no agent in the guest) or not answering
+    libvirt.VIR_ERR_AGENT_UNSYNCED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,  # the domain has no agent channel
+    libvirt.VIR_ERR_OPERATION_INVALID,  # the domain is not running
+}
+
+
+def _agent_error(error: libvirt.libvirtError, name: str) -> VirtainerError:
+    message = error.get_error_message()
+    if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+        return NotFoundError(f"no VM named '{name}'")
+    if error.get_error_code() in _NO_AGENT:
+        reason = message.split(": ", 1)[-1]  # "Guest agent is not responding: QEMU guest agent is not connected"
+        busy = "not available for now" in message  # libvirt's guest-sync before the command timed out
+        return AgentUnavailableError(f"VM '{name}' has no guest agent answering ({reason})", busy=busy)
+    return HypervisorError(f"guest agent of '{name}': {message}")
 
 
 def _snapshot_error(error: libvirt.libvirtError, name: str, action: str) -> VirtainerError:

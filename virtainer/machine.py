@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from virtainer import snapshots, storage
+from virtainer import guest, snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
 from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import write_atomic
+from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
 from virtainer.spec import BASE_RECORD_SUFFIX, DataDisk, VmSpec, beside_diff, spec_with
@@ -110,6 +111,7 @@ class VmStatus:
     diff_path: str = ""
     base: storage.BaseRecord | None = None
     user: str = ""
+    guest: GuestFacts | None = None  # what the guest agent reports, when one answers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     hv.define(xml)
     crash_point("defined")
     _restore_snapshots(hv, spec, reporter)
-    readiness = Readiness(started_at=time.time(), wanted=spec.wait_for)
+    readiness = Readiness(started_at=time.time(), wanted=spec.wait_for, ready_command=spec.ready_command)
     spec.serial_log_path.unlink(missing_ok=True)  # this boot's console only
     hv.start(spec.name)
     reporter.step(f"domain '{spec.name}' started")
@@ -360,7 +362,9 @@ def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:
 def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: bool) -> UpResult:
     reporter.step(f"VM '{spec.name}' is already running")
     metadata = hv.metadata(spec.name)
-    readiness = Readiness.load(spec.readiness_path) or Readiness(time.time(), spec.wait_for)
+    readiness = Readiness.load(spec.readiness_path) or Readiness(
+        time.time(), spec.wait_for, ready_command=spec.ready_command
+    )
     if wait:
         wait_ready(spec, hv, readiness, reporter)
     accelerator = AcceleratorChoice(
@@ -425,7 +429,8 @@ def destroy(hv: Hypervisor, name: str) -> bool:
     return hv.destroy(name)
 
 
-def status(hv: Hypervisor, name: str) -> VmStatus:
+def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
+    """State, resources, addresses, readiness, diff; with guest_facts, what the agent reports."""
     state = hv.state(name)
     if state == DomainState.UNDEFINED:
         raise NotFoundError(f"no VM named '{name}'")
@@ -443,6 +448,9 @@ def status(hv: Hypervisor, name: str) -> VmStatus:
     )
     if state == DomainState.RUNNING:
         result.addresses = hv.addresses(name)
+        if guest_facts:
+            with contextlib.suppress(HypervisorError):  # no agent (yet): no facts
+                result.guest = guest.facts(hv, name, patient=False)
     state_dir = metadata.get("state-dir")
     if state_dir and state == DomainState.RUNNING:
         readiness = Readiness.load(Path(state_dir) / "readiness.json")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from virtainer.errors import HypervisorError, VirtainerError, WaitTimeout, one_line
 from virtainer.hypervisor import DomainState, Hypervisor
-from virtainer.spec import STAGES, Stage
+from virtainer.spec import ALL_STAGES, Stage
 
 POLL_INTERVAL_S = 1.0
 SSH_PORT = 22
+EXEC_PROBE_TIMEOUT_S = 30.0  # one attempt of the exec stage's command
 CLOUD_INIT_RESULT = "/run/cloud-init/result.json"  # written when cloud-init's final stage is done
 CLOUD_INIT_RESULT_MAX = 1 << 20  # the guest writes it: read no more than this
 AGENT_READ_CHUNK = 65536
@@ -45,19 +46,21 @@ class Readiness:
     wanted: tuple[Stage, ...]
     reached: dict[str, StageRecord] = field(default_factory=dict)
     address: str | None = None
+    ready_command: str | None = None  # the exec stage's probe
 
     @property
     def ready(self) -> bool:
         return all(stage in self.reached for stage in self.wanted)
 
     def records(self) -> list[StageRecord]:
-        return [self.reached[stage] for stage in STAGES if stage in self.reached]
+        return [self.reached[stage] for stage in ALL_STAGES if stage in self.reached]
 
     def to_json(self) -> str:
         data = {
             "started_at": self.started_at,
             "wanted": list(self.wanted),
             "address": self.address,
+            "ready_command": self.ready_command,
             "stages": [asdict(record) for record in self.records()],
         }
         return json.dumps(data, indent=2) + "\n"
@@ -68,7 +71,12 @@ class Readiness:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        readiness = cls(data["started_at"], tuple(data["wanted"]), address=data.get("address"))
+        readiness = cls(
+            data["started_at"],
+            tuple(data["wanted"]),
+            address=data.get("address"),
+            ready_command=data.get("ready_command"),
+        )
         for item in data["stages"]:
             readiness.reached[item["stage"]] = StageRecord(**item)
         return readiness
@@ -95,11 +103,13 @@ class ReadinessProbe:
         return f"{addresses[0].address} ({addresses[0].source})" if addresses else None
 
     def agent(self) -> str | None:
+        """Reached when the agent answers; the detail records its version."""
         try:
-            self.hv.agent_command(self.name, {"execute": "guest-ping"}, timeout_s=1)
+            reply = self.hv.agent_command(self.name, {"execute": "guest-info"}, timeout_s=1)
         except HypervisorError:
             return None
-        return ""
+        version = reply.get("version") if isinstance(reply, dict) else None
+        return f"qemu-ga {version}" if version else ""
 
     def cloud_init(self) -> str | None:
         """Done when cloud-init wrote its result file; its errors are reported, not fatal.
@@ -138,6 +148,17 @@ class ReadinessProbe:
             if chunk.get("eof", True) or not chunk.get("count"):
                 return bytes(content)
         raise StageFailed(f"cloud-init stage failed: {CLOUD_INIT_RESULT} is larger than {CLOUD_INIT_RESULT_MAX} bytes")
+
+    def exec_probe(self, command: str) -> str | None:
+        """The user's own probe: reached when `sh -c command` exits 0 in the guest."""
+        from virtainer import guest  # guest uses this module's SSH probe for its fallback
+
+        request = guest.ExecRequest(("/bin/sh", "-c", command), timeout_s=EXEC_PROBE_TIMEOUT_S)
+        try:
+            done = guest.run_captured(self.hv, self.name, request)
+        except HypervisorError:
+            return None
+        return f"exit 0 in {done.result.elapsed_s:.1f} s" if done.result.exit_code == 0 else None
 
     @staticmethod
     def ssh(address: str, port: int = SSH_PORT) -> str | None:
@@ -228,3 +249,7 @@ def _check_pending(
     endpoint = ssh_endpoint or ((readiness.address, SSH_PORT) if readiness.address else None)
     if "ssh" in pending and endpoint and (detail := probe.ssh(*endpoint)):
         reach("ssh", detail)
+    others_done = all(stage in readiness.reached for stage in readiness.wanted if stage != "exec")
+    command = readiness.ready_command
+    if "exec" in pending and others_done and command and (detail := probe.exec_probe(command)):
+        reach("exec", detail)

@@ -31,11 +31,14 @@ from virtainer.units import SIZE_FORMS, parse_size_mib
 Accelerator = Literal["auto", "kvm", "tcg"]
 PasswordPolicy = Literal["auto", "random", "fixed", "none"]
 NetworkMode = Literal["network", "bridge", "user", "none"]
-Stage = Literal["running", "ip", "agent", "cloud-init", "ssh"]
+Stage = Literal["running", "ip", "agent", "cloud-init", "ssh", "exec"]
 Firmware = Literal["bios", "uefi"]
 ClockOffset = Literal["utc", "localtime"]
 
 STAGES: tuple[Stage, ...] = ("running", "ip", "agent", "cloud-init", "ssh")
+# exec: the user's own probe (wait_for=...,exec:CMD), ready when CMD exits 0 in the guest, after the rest
+ALL_STAGES: tuple[Stage, ...] = (*STAGES, "exec")
+EXEC_PROBE = "exec:"
 DEFAULT_STATE_ROOT = Path("/var/lib/virtainer")
 FILESYSTEMS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat")
 MACHINES = ("pc", "q35")
@@ -197,6 +200,7 @@ class VmSpec:
     direct_boot: DirectBoot | None = None
     machine: str = "pc"
     wait_for: tuple[Stage, ...] = STAGES
+    ready_command: str | None = None  # the exec stage's command (sh -c in the guest)
     boot_timeout_s: float = 600.0
     stop_timeout_s: float = 60.0
     # guest hardware: the profile's defaults, each overridable by its own setting
@@ -506,7 +510,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage_id", "SupraVM layout: use STORAGE_ROOT/{windows|linux}/ID/sys.qcow2 and dataN.qcow2",
             ("VM_STORAGE_ID",)),
     Setting("storage_root", f"root of the SupraVM layout (default {SUPRAVM_ROOT})"),
-    Setting("wait_for", "readiness stages to wait for: auto or running,ip,agent,cloud-init,ssh"),
+    Setting(
+        "wait_for",
+        "readiness stages to wait for: auto or running,ip,agent,cloud-init,ssh; a last exec:CMD waits "
+        "until CMD exits 0 in the guest (through its agent)",
+    ),
     Setting("boot_timeout", "seconds to wait for readiness"),
     Setting("stop_timeout", "seconds a graceful stop may take before the VM is destroyed"),
 )
@@ -1023,17 +1031,47 @@ def parse_lan(value: object) -> ipaddress.IPv4Network:
 
 
 def parse_stages(value: object) -> tuple[Stage, ...] | None:
-    """None means auto (decided from the network and boot mode)."""
-    items = value if isinstance(value, list) else str(value).split(",")
+    """None means auto (decided from the network and boot mode); exec:CMD adds the exec stage."""
+    stages, command = _split_exec_probe(value)
+    items = stages if isinstance(stages, list) else str(stages).split(",")
     names = [str(item).strip().lower() for item in items if str(item).strip()]
+    if names in (["auto"], []) and command is not None:
+        return None  # auto stages, then the probe: resolve_spec adds exec to the defaults
     if names == ["auto"]:
         return None
-    accepted = "auto, or a comma-separated list of " + ", ".join(STAGES)
+    accepted = "auto, or a comma-separated list of " + ", ".join(STAGES) + ", optionally ending in exec:CMD"
     if not names or any(name not in STAGES for name in names):
         raise Invalid(accepted)
     if "running" not in names:
         names.insert(0, "running")
-    return tuple(stage for stage in STAGES if stage in names)
+    if command is not None:
+        names.append("exec")
+    return tuple(stage for stage in ALL_STAGES if stage in names)
+
+
+def parse_ready_command(value: object) -> str | None:
+    """The command of a wait_for ending in exec:CMD (everything after exec:, commas included)."""
+    _stages, command = _split_exec_probe(value)
+    if command is None:
+        return None
+    command = command.strip()
+    if not command or len(command) > 4096 or not command.isprintable():
+        raise Invalid("exec:CMD with a command of one printable line, at most 4096 characters")
+    return command
+
+
+def _split_exec_probe(value: object) -> tuple[object, str | None]:
+    if isinstance(value, list):
+        probes = [str(item) for item in value if str(item).strip().lower().startswith(EXEC_PROBE)]
+        if not probes:
+            return value, None
+        rest = [item for item in value if str(item) not in probes]
+        return rest, probes[-1].strip()[len(EXEC_PROBE) :]
+    text = str(value)
+    at = text.lower().find(EXEC_PROBE)
+    if at < 0:
+        return text, None
+    return text[:at], text[at + len(EXEC_PROBE) :]
 
 
 def parse_cmdline(value: object) -> str:
@@ -1206,6 +1244,8 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
     direct_boot = _resolve_direct_boot(read)
     network = _resolve_network_control(read, read.get("network", parse_network, NetworkSpec()), host)
     stages = read.get("wait_for", parse_stages)
+    ready_command = read.get("wait_for", parse_ready_command)
+    probe = ready_command is not None
     hardware = _resolve_hardware(read, profile, supravm=storage_dir is not None, host=host)
     # Windows and SupraVM system disks are not virtainer's cloud images: no cloud-init to wait for
     cloud_image = PROFILES[profile].family == "linux" and storage_dir is None
@@ -1233,7 +1273,8 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
         data_disks=data_disks,
         network=network,
         direct_boot=direct_boot,
-        wait_for=stages or default_stages(network, direct_boot, cloud_image=cloud_image),
+        wait_for=stages or default_stages(network, direct_boot, cloud_image=cloud_image, exec_probe=probe),
+        ready_command=ready_command,
         boot_timeout_s=read.get("boot_timeout", parse_seconds, 600.0),
         stop_timeout_s=read.get("stop_timeout", parse_seconds, 60.0),
         profile=profile,
@@ -1248,7 +1289,14 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
 
 
 def default_stages(
-    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool = True
+    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool = True, exec_probe: bool = False
+) -> tuple[Stage, ...]:
+    stages = _default_boot_stages(network, direct_boot, cloud_image=cloud_image)
+    return (*stages, "exec") if exec_probe else stages
+
+
+def _default_boot_stages(
+    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool
 ) -> tuple[Stage, ...]:
     if direct_boot is not None:
         return ("running",)  # a bare kernel has no agent or cloud-init to wait for

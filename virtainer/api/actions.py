@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from virtainer import machine, snapshots
+from virtainer import guest, machine, snapshots
 from virtainer.api import models
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.hypervisor import DomainState, Hypervisor
@@ -34,8 +34,8 @@ def wanted_stages(hv: Hypervisor, name: str) -> tuple[str, ...]:
     return tuple(stage for stage in wanted.split(",") if stage) or ("running",)
 
 
-def vm_status(hv: Hypervisor, name: str, operation: str | None = None) -> models.VmPublic:
-    return models.vm_public(machine.status(hv, name), wanted_stages(hv, name), operation)
+def vm_status(hv: Hypervisor, name: str, operation: str | None = None, guest_facts: bool = True) -> models.VmPublic:
+    return models.vm_public(machine.status(hv, name, guest_facts=guest_facts), wanted_stages(hv, name), operation)
 
 
 def start(hv: Hypervisor, name: str) -> models.OperationResult:
@@ -109,3 +109,34 @@ def revert_snapshot(hv: Hypervisor, name: str, snapshot: str) -> models.RevertRe
 def delete_snapshot(hv: Hypervisor, name: str, snapshot: str) -> None:
     require_vm(hv, name)
     snapshots.delete(hv, name, snapshot)
+
+
+# -- inside the guest (its agent) -------------------------------------------------------------
+
+
+def guest_user(hv: Hypervisor, name: str, user: str | None) -> str:
+    """The user asked for, else the VM's cloud-init user, else root."""
+    require_vm(hv, name)
+    return user or hv.metadata(name).get("user") or "root"
+
+
+def guest_facts(hv: Hypervisor, name: str) -> models.GuestFacts:
+    require_vm(hv, name)
+    return models.guest_facts_public(guest.facts(hv, name))
+
+
+def list_keys(hv: Hypervisor, name: str, user: str | None) -> models.KeysList:
+    user = guest_user(hv, name, user)
+    return models.KeysList(user=user, keys=guest.list_keys(hv, name, user))
+
+
+def change_keys(hv: Hypervisor, name: str, change: models.KeysChange, remove: bool) -> models.KeysList:
+    user = guest_user(hv, name, change.user)
+    operation = guest.remove_keys if remove else guest.add_keys
+    return models.KeysList(user=user, keys=operation(hv, name, user, list(change.keys)))
+
+
+def set_password(hv: Hypervisor, name: str, request: models.PasswordRequest) -> models.PasswordResult:
+    user = guest_user(hv, name, request.user)
+    password = guest.set_password(hv, name, user, request.password)
+    return models.PasswordResult(user=user, password=None if request.password else password)

@@ -14,7 +14,7 @@ from virtainer.api.auth import resolve_token
 from virtainer.api.backend import Backend, OnReady
 from virtainer.api.errors import install_error_handlers
 from virtainer.api.events import EventHub
-from virtainer.api.routes import events, fleet, health, snapshots, vms
+from virtainer.api.routes import events, fleet, guest, health, snapshots, vms
 from virtainer.api.settings import ApiSettings
 
 DESCRIPTION = """Start, stop, snapshot and revert virtainer VMs over HTTP.
@@ -56,6 +56,6 @@ def create_app(
     app.state.backend = backend
     app.state.token = resolve_token(settings, announce)
     install_error_handlers(app)
-    for module in (health, vms, fleet, snapshots, events):
+    for module in (health, vms, fleet, snapshots, guest, events):
         app.include_router(module.router)
     return app

@@ -30,6 +30,7 @@ from virtainer.readiness import Readiness, StageRecord, wait_until_ready
 
 T = TypeVar("T")
 STALE_FACTOR = 3  # a cached status older than this many TTLs is never served
+GUEST_FACTS_TTL_S = 10.0  # the agent is asked for guest facts at most this often per VM
 log = logging.getLogger("virtainer.api")
 
 
@@ -94,6 +95,7 @@ class Backend:
         self._generation: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[models.VmPublic]] = {}
         self._readiness_stop = threading.Event()
+        self._guest_facts: dict[str, tuple[float, models.GuestFacts | None]] = {}
 
     # -- libvirt connection --------------------------------------------------------------------
 
@@ -172,7 +174,13 @@ class Backend:
 
     async def _load_status(self, vm: str) -> models.VmPublic:
         generation = self._generation.get(vm, 0)
-        status = await self.run(actions.vm_status, vm)
+        facts = self._guest_facts.get(vm)
+        fresh_facts = facts is None or time.monotonic() - facts[0] >= GUEST_FACTS_TTL_S
+        status = await self.run(actions.vm_status, vm, None, fresh_facts)
+        if fresh_facts:
+            self._guest_facts[vm] = (time.monotonic(), status.guest)
+        elif facts is not None and status.state == "running":
+            status = status.model_copy(update={"guest": facts[1]})  # the guest's facts change slowly
         if self._generation.get(vm, 0) == generation:
             self._cache[vm] = (time.monotonic(), status)
         self._encoded.pop(vm, None)
@@ -243,7 +251,9 @@ class Backend:
         try:
             hv = self.hypervisor()
             state_dir = hv.metadata(vm).get("state-dir")
-            readiness = Readiness(time.time(), actions.wanted_stages(hv, vm))  # type: ignore[arg-type]
+            wanted = actions.wanted_stages(hv, vm)
+            ready_command = hv.metadata(vm).get("ready-command") or None
+            readiness = Readiness(time.time(), wanted, ready_command=ready_command)  # type: ignore[arg-type]
             record = Path(state_dir) / "readiness.json" if state_dir else None
 
             def on_stage(stage: StageRecord) -> None:

@@ -5,12 +5,14 @@ No FastAPI here: the CLI prints the same shapes when it works against local libv
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from virtainer import machine, snapshots
-from virtainer.spec import STAGES
+from virtainer import guest, machine, snapshots
+from virtainer.spec import ALL_STAGES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63, examples=["vm"])]
@@ -62,6 +64,46 @@ class Diff(Model):
     base: BaseImage | None
 
 
+class GuestUser(Model):
+    name: str
+    domain: str
+    login_time: float | None
+
+
+class GuestFilesystem(Model):
+    mountpoint: str
+    device: str
+    fstype: str
+    total_bytes: int | None
+    used_bytes: int | None
+
+
+class GuestInterface(Model):
+    name: str
+    mac: str
+    addresses: list[str] = Field(description="address/prefix, IPv4 and IPv6, as the guest sees them")
+
+
+class GuestFacts(Model):
+    """What the QEMU guest agent reports; null in a VM status when no agent answers."""
+
+    agent_version: str
+    os_id: str
+    os_name: str
+    os_version: str
+    os_version_id: str
+    os_pretty_name: str
+    kernel_release: str
+    kernel_version: str
+    machine: str
+    hostname: str
+    timezone: str
+    timezone_offset_s: int | None
+    users: list[GuestUser]
+    filesystems: list[GuestFilesystem]
+    interfaces: list[GuestInterface]
+
+
 class VmPublic(Model):
     name: str
     state: str
@@ -73,6 +115,7 @@ class VmPublic(Model):
     readiness: Readiness
     diff: Diff
     operation: str | None = Field(None, description="the operation in progress, if any")
+    guest: GuestFacts | None = Field(None, description="the guest agent's facts (refreshed every few seconds)")
 
 
 class StopRequest(Model):
@@ -111,6 +154,58 @@ class RevertResult(Model):
     elapsed_s: float
 
 
+GuestUserName = Annotated[str, Field(pattern=guest.USER_NAME.pattern, max_length=33, examples=["debian"])]
+EnvItem = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*=[^\x00]*$", max_length=65536)]
+
+
+class ExecRequest(Model):
+    command: list[Annotated[str, Field(max_length=131072)]] = Field(
+        min_length=1, max_length=4096, examples=[["sh", "-c", "echo out; echo err >&2; exit 3"]]
+    )
+    user: GuestUserName | None = Field(None, description="default root")
+    env: list[EnvItem] = Field(default_factory=list, max_length=1024, examples=[["GREETING=hello"]])
+    workdir: str | None = Field(None, max_length=4096)
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86400, description="killed in the guest then")
+    stdin_b64: str | None = Field(None, description="base64 of what the command reads on stdin")
+
+    def core(self) -> guest.ExecRequest:
+        return guest.ExecRequest(tuple(self.command), self.user, tuple(self.env), self.timeout_s, self.workdir)
+
+
+class ExecResult(Model):
+    exit_code: int = Field(description="the command's, or 128+N when signal N ended it (as runc)")
+    signal: int | None
+    timed_out: bool
+    elapsed_s: float
+
+
+class ExecOutput(ExecResult):
+    stdout_b64: str
+    stderr_b64: str
+    stdout: str | None = Field(description="stdout as text when it is UTF-8, else null")
+    stderr: str | None
+
+
+class KeysChange(Model):
+    user: GuestUserName | None = Field(None, description="default the VM's cloud-init user")
+    keys: list[Annotated[str, Field(max_length=16384)]] = Field(min_length=1, max_length=256)
+
+
+class KeysList(Model):
+    user: str
+    keys: list[str]
+
+
+class PasswordRequest(Model):
+    user: GuestUserName | None = Field(None, description="default the VM's cloud-init user")
+    password: str | None = Field(None, min_length=1, max_length=256, description="default: random, returned once")
+
+
+class PasswordResult(Model):
+    user: str
+    password: str | None = Field(description="the generated password (only when none was given)")
+
+
 class Health(Model):
     status: Literal["ok"]
     libvirt: bool
@@ -137,7 +232,7 @@ def vm_public(status: machine.VmStatus, wanted: tuple[str, ...], operation: str 
         addresses=[Address(**vars(address)) for address in status.addresses],
         readiness=Readiness(
             ready=running and all(stage in reached for stage in wanted),
-            wanted=[stage for stage in STAGES if stage in wanted],
+            wanted=[stage for stage in ALL_STAGES if stage in wanted],
             stages=stages,
         ),
         diff=Diff(
@@ -145,6 +240,31 @@ def vm_public(status: machine.VmStatus, wanted: tuple[str, ...], operation: str 
             base=BaseImage(**vars(base.identity), path=base.path) if base else None,
         ),
         operation=operation,
+        guest=guest_facts_public(status.guest) if status.guest else None,
+    )
+
+
+def guest_facts_public(facts: guest.GuestFacts) -> GuestFacts:
+    return GuestFacts.model_validate(dataclasses.asdict(facts))
+
+
+def exec_result_public(result: guest.ExecResult) -> ExecResult:
+    return ExecResult.model_validate(dataclasses.asdict(result))
+
+
+def exec_output_public(done: guest.CapturedExec) -> ExecOutput:
+    def text(data: bytes) -> str | None:
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return None
+
+    return ExecOutput(
+        **dataclasses.asdict(done.result),
+        stdout_b64=base64.b64encode(done.stdout).decode(),
+        stderr_b64=base64.b64encode(done.stderr).decode(),
+        stdout=text(done.stdout),
+        stderr=text(done.stderr),
     )
 
 

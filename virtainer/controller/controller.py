@@ -49,7 +49,7 @@ from virtainer.errors import (
     one_line,
 )
 from virtainer.hypervisor import DomainState, Hypervisor
-from virtainer.readiness import Readiness
+from virtainer.readiness import Readiness, ReadinessProbe
 from virtainer.spec import (
     SETTINGS_BY_KEY,
     USER_DEFAULT_PORTS,
@@ -69,6 +69,8 @@ if TYPE_CHECKING:
     from virtainer.api.server import ServerHandle
 
 MONITOR_INTERVAL_S = 1.0
+HEALTH_PROBE_INTERVAL_S = 10.0  # how often wait_for's exec:CMD is run once the VM is ready
+PROBE_FAILURES = 3
 OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
 
 
@@ -296,7 +298,28 @@ class Controller:
             if self.readiness.ready:
                 self.ready_file.mark(self.readiness)
                 self.sink.line(f"VM '{self.spec.name}' is ready")
+                if self.spec.ready_command:
+                    self._keep_probing(self.spec.ready_command)
             return
+
+    def _keep_probing(self, command: str) -> None:
+        """wait_for=...,exec:CMD: after the boot, CMD keeps deciding the container's health (the
+        ready file the HEALTHCHECK tests): unhealthy after PROBE_FAILURES failures in a row."""
+        assert self.spec is not None and self.readiness is not None
+        failures = 0
+        while not self.stop_requested.wait(HEALTH_PROBE_INTERVAL_S):
+            try:
+                with Hypervisor(self.config.uri) as hv:
+                    passed = ReadinessProbe(hv, self.spec.name).exec_probe(command) is not None
+            except VirtainerError:
+                passed = False
+            failures = 0 if passed else failures + 1
+            if failures == PROBE_FAILURES and self.ready_file.is_marked():
+                self.ready_file.clear()
+                self.sink.line(f"health: `{command}` failed {failures} times in a row in the guest: unhealthy")
+            elif passed and not self.ready_file.is_marked() and not self.stop_requested.is_set():
+                self.ready_file.mark(self.readiness)
+                self.sink.line(f"health: `{command}` passes again in the guest: healthy")
 
     # -- supervision ---------------------------------------------------------------------------
 
