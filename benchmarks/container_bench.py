@@ -92,7 +92,7 @@ def cloud_container_ssh(image: str, volume: Path, key_dir: Path) -> float:
     volumes = [f"{key.public}:/tmp/id_rsa.pub:ro", f"{volume}:/mounted"]
     container = start(image, "bench-cloud", caps=CAPS, volumes=volumes)
     try:
-        address = container.ip()
+        address = container.ip
 
         def login() -> bool:
             return key.run(f"debian@{address}", "true", timeout=30).returncode == 0

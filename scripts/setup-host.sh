@@ -15,6 +15,7 @@ PACKAGES=(
   libvirt-dev pkg-config python3-dev python3-venv gcc         # to build libvirt-python
   mmdebstrap e2fsprogs fdisk grub-pc-bin                      # test guest images, no loop devices
   openssh-client iproute2 procps ca-certificates curl tini
+  genisoimage acl                                             # benchmarks/peers.py: testcloud uses both
 )
 [ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman docker-compose)  # podman: the rootful-Podman container test; docker-compose: the compose examples
 
