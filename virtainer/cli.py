@@ -151,7 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     COMMANDS.update(add_api_commands(commands))  # serve, start|stop|reboot, snapshot (REST API issue)
     COMMANDS.update(add_orchestration_commands(commands))  # kube render|check
     COMMANDS.update(add_guest_commands(commands, _progress))  # exec, cp, keys, password, ssh
+    runtime = commands.add_parser("runtime", help="register the OCI runtime with dockerd: install | uninstall")
+    runtime.add_argument("runtime_args", nargs=argparse.REMAINDER, metavar="install|uninstall [...]")
+    COMMANDS["runtime"] = _runtime
     return parser
+
+
+def _runtime(args: argparse.Namespace) -> int:
+    from virtainer.runtime import install  # an outer layer: loaded only for this command
+
+    return install.main(args.runtime_args)
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:

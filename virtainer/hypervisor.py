@@ -208,6 +208,23 @@ class Hypervisor:
         except libvirt.libvirtError as error:
             raise HypervisorError(f"cannot start '{name}': {error.get_error_message()}") from None
 
+    def start_transient(self, xml: str, *, paused: bool = False) -> str:
+        """Create and start a domain that is forgotten once it stops (the OCI runtime's VMs).
+
+        paused: QEMU is up (its sockets listen) but no vCPU runs until resume().
+        """
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        try:
+            return str(self.conn.createXML(xml, flags).name())
+        except libvirt.libvirtError as error:
+            raise HypervisorError(f"cannot start the VM: {error.get_error_message()}") from None
+
+    def resume(self, name: str) -> None:
+        try:
+            self._domain(name).resume()
+        except libvirt.libvirtError as error:
+            raise HypervisorError(f"cannot resume '{name}': {error.get_error_message()}") from None
+
     def state(self, name: str) -> DomainState:
         try:
             domain = self._domain(name)

@@ -1,0 +1,38 @@
+"""Fixtures of the runtime tests: the runtime registered with the real dockerd by the project's own
+command (`virtainer-runtime install`, removed again at the end), and test images built from Debian
+packages by build-test-images.sh (cached by content hash)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+RUNTIME_NAME = "virtainer-test"  # not "virtainer": a user's own registration stays untouched
+RUNTIME_EXE = Path(sys.executable).parent / "virtainer-runtime"
+
+
+def runtime_command(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(RUNTIME_EXE), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[str]:
+    done = runtime_command("install", "--name", RUNTIME_NAME)
+    assert done.returncode == 0, f"virtainer-runtime install failed: {done.stderr}"
+    yield RUNTIME_NAME
+    runtime_command("uninstall", "--name", RUNTIME_NAME)
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    done = subprocess.run(
+        [str(HERE / "build-test-images.sh"), "busybox", "debian", "static"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"build-test-images.sh failed: {done.stderr[-2000:]}"
+    return dict(line.split() for line in done.stdout.splitlines())

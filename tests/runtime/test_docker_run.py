@@ -1,0 +1,194 @@
+"""`docker run --runtime=virtainer`: the image's command runs in a VM and behaves as with runc.
+
+Real dockerd, the runtime installed by `virtainer-runtime install`, images built from Debian
+packages. Where runc is the reference, the same command runs under both and the results are compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.container.docker import docker
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.runtime
+VM_TIMEOUT_S = 240  # one boot under TCG on a loaded 2-core machine; typically 10-25 s
+
+
+def unique(label: str) -> str:
+    return f"vt-rtest-{label}-{uuid.uuid4().hex[:6]}"
+
+
+def run(*args: str, runtime: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`docker run --rm [--runtime=R] ARGS`, stdout and stderr kept apart."""
+    command = ["docker", "run", "--rm", *([f"--runtime={runtime}"] if runtime else []), *args]
+    return subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=VM_TIMEOUT_S, check=False,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def same_as_runc(runtime: str, *args: str) -> subprocess.CompletedProcess[str]:
+    vm = run(*args, runtime=runtime)
+    reference = run(*args)
+    assert (vm.stdout, vm.returncode) == (reference.stdout, reference.returncode), vm.stderr
+    assert vm.stderr == reference.stderr
+    return vm
+
+
+@contextlib.contextmanager
+def removed_after(name: str) -> Iterator[str]:
+    try:
+        yield name
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    path = Path("/var/tmp/virtainer-tests/runtime") / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_stdout_stderr_and_exit_code_as_with_runc(runtime: str, images: dict[str, str]) -> None:
+    done = same_as_runc(runtime, images["debian"], "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (done.stdout, done.stderr, done.returncode) == ("out\n", "err\n", 7)
+
+
+def test_process_settings_as_with_runc(runtime: str, images: dict[str, str]) -> None:
+    script = 'id -u; id -g; pwd; echo "$GREETING"; echo "$0 $1"'
+    done = same_as_runc(
+        runtime, "-e", "GREETING=hello vm", "-w", "/tmp", "-u", "1000:1001", "--entrypoint", "/bin/sh",
+        images["busybox"], "-c", script, "zero", "one",
+    )  # fmt: skip
+    assert done.stdout.splitlines() == ["1000", "1001", "/tmp", "hello vm", "zero one"]
+
+
+def test_static_binary_from_scratch_as_with_runc(runtime: str, images: dict[str, str]) -> None:
+    done = same_as_runc(runtime, images["static"], "a", "b")
+    assert (done.stdout, done.returncode) == ("hello from a static binary, 2 args\n", 3)
+
+
+def test_hostname_and_writes_land_in_the_container_layer(runtime: str, images: dict[str, str]) -> None:
+    with removed_after(unique("layer")) as name:
+        done = subprocess.run(
+            ["docker", "run", f"--runtime={runtime}", "--name", name, "--hostname", "vm-host", images["busybox"],
+             "sh", "-c", "hostname; grep -c vm-host /etc/hosts; echo from-the-vm > /created; rm /bin/yes"],
+            capture_output=True, text=True, timeout=VM_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert (done.stdout, done.returncode) == ("vm-host\n1\n", 0), done.stderr
+        diff = set(docker("diff", name).stdout.splitlines())
+        assert {"A /created", "D /bin/yes"} <= diff
+        copied = docker("cp", f"{name}:/created", "-").stdout
+        assert "from-the-vm" in copied
+
+
+def test_default_hostname_is_the_container_id(runtime: str, images: dict[str, str]) -> None:
+    with removed_after(unique("hostname")) as name:
+        done = subprocess.run(
+            ["docker", "run", f"--runtime={runtime}", "--name", name, images["busybox"], "hostname"],
+            capture_output=True, text=True, timeout=VM_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == docker("inspect", "-f", "{{.Config.Hostname}}", name).stdout.strip()
+
+
+def test_nothing_written_before_exit_is_lost(runtime: str, images: dict[str, str]) -> None:
+    done = run(images["busybox"], "sh", "-c", "seq 1 40000; seq 1 30000 >&2; exit 5", runtime=runtime)
+    assert done.returncode == 5
+    assert done.stdout.splitlines() == [str(n) for n in range(1, 40001)]
+    assert done.stderr.splitlines() == [str(n) for n in range(1, 30001)]
+
+
+def test_stdin_with_i(runtime: str, images: dict[str, str]) -> None:
+    done = run("-i", images["busybox"], "sh", "-c", "cat; echo done", runtime=runtime, stdin="line one\nline two\n")
+    assert (done.stdout, done.returncode) == ("line one\nline two\ndone\n", 0), done.stderr
+
+
+def test_death_by_signal_is_128_plus_n(runtime: str, images: dict[str, str]) -> None:
+    # in the VM the command is not PID 1, so it dies of its own SIGTERM as a process on a host does
+    done = run(images["busybox"], "sh", "-c", "kill -TERM $$", runtime=runtime)
+    assert done.returncode == 128 + 15, done.stderr
+
+
+def test_volumes_rw_and_ro(runtime: str, images: dict[str, str], host_dir: Path) -> None:
+    (host_dir / "rw").mkdir()
+    (host_dir / "ro").mkdir()
+    (host_dir / "ro" / "given").write_text("from the host\n")
+    script = "cat /ro/given; echo from-vm > /rw/made; echo x > /ro/refused || echo refused"
+    done = run("-v", f"{host_dir / 'rw'}:/rw", "-v", f"{host_dir / 'ro'}:/ro:ro", images["busybox"], "sh", "-c", script,
+               runtime=runtime)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["from the host", "refused"]
+    assert (host_dir / "rw" / "made").read_text() == "from-vm\n"
+    assert not (host_dir / "ro" / "refused").exists()
+
+
+def test_docker_stop_delivers_sigterm_in_the_vm(runtime: str, images: dict[str, str], host_dir: Path) -> None:
+    script = "trap 'echo graceful > /data/marker; exit 42' TERM; echo ready > /data/ready; while :; do sleep 0.2; done"
+    with removed_after(unique("stop")) as name:
+        docker("run", "-d", f"--runtime={runtime}", "--name", name, "-v", f"{host_dir}:/data", images["busybox"],
+               "sh", "-c", script)  # fmt: skip
+        wait_until(lambda: (host_dir / "ready").exists(), VM_TIMEOUT_S, "the command to start in the VM")
+        docker("stop", "-t", "60", name, timeout=120)
+        assert (host_dir / "marker").read_text() == "graceful\n"
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "42"
+
+
+# -- bad input: one line, non-zero exit, nothing left behind -------------------------------------
+
+
+def refused(runtime: str, *args: str) -> subprocess.CompletedProcess[str]:
+    name = unique("bad")
+    done = run("--name", name, *args, runtime=runtime)
+    assert done.returncode != 0
+    assert docker("ps", "-a", "-q", "--filter", f"name={name}").stdout.strip() == ""
+    return done
+
+
+def test_missing_command_is_refused_like_runc(runtime: str, images: dict[str, str]) -> None:
+    done = refused(runtime, images["busybox"], "no-such-command")
+    reference = run(images["busybox"], "no-such-command")
+    assert done.returncode == reference.returncode == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in done.stderr
+
+
+def test_too_little_memory_is_refused(runtime: str, images: dict[str, str]) -> None:
+    done = refused(runtime, "--memory", "100m", images["busybox"], "true")
+    assert "invalid --memory='100m'" in done.stderr and "at least" in done.stderr
+
+
+def test_unknown_runcvm_value_is_refused(runtime: str, images: dict[str, str]) -> None:
+    done = refused(runtime, "-e", "RUNCVM_KERNEL_DEBUG=maybe", images["busybox"], "true")
+    assert "invalid RUNCVM_KERNEL_DEBUG='maybe'" in done.stderr
+
+
+def test_containers_without_the_runtime_are_untouched(runtime: str, images: dict[str, str]) -> None:
+    done = run(images["busybox"], "sh", "-c", "test -e /vm/rootfs || echo plain-runc")
+    assert done.stdout == "plain-runc\n"
+
+
+def test_install_is_idempotent_and_keeps_other_keys(runtime: str, tmp_path: Path) -> None:
+    from tests.runtime.conftest import runtime_command
+
+    again = runtime_command("install", "--name", runtime)
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    config = tmp_path / "daemon.json"
+    config.write_text('{"log-level": "warn", "runtimes": {"other": {"path": "/bin/other"}}}')
+    args = ("--name", "vt-x", "--config", str(config), "--no-reload")
+    assert runtime_command("install", *args).returncode == 0
+    text = config.read_text()
+    assert '"log-level": "warn"' in text and '"other"' in text and '"vt-x"' in text
+    assert runtime_command("uninstall", *args).returncode == 0
+    assert '"vt-x"' not in config.read_text() and '"other"' in config.read_text()
+    os.chmod(config, 0o644)

@@ -1,0 +1,217 @@
+"""The OCI runtime's pure logic: bundle rewriting, the guest's configuration, runc's command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virtainer.accel import AcceleratorChoice
+from virtainer.domain import validate_domain_xml
+from virtainer.errors import ConfigError
+from virtainer.runtime import bundle, cli, install
+from virtainer.runtime.plan import LaunchPlan, Process
+from virtainer.runtime.vm import Nic, VmFiles, guest_config, newc_archive, render_vm_xml, write_initrd
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    root = tmp_path / "merged"
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "busybox").write_text("#!")
+    os.chmod(root / "usr" / "bin" / "busybox", 0o755)
+    (root / "bin").symlink_to("usr/bin")  # merged /usr, relative
+    (root / "usr" / "bin" / "sh").symlink_to("/usr/bin/busybox")  # absolute: resolved inside root
+    (root / "etc").mkdir()
+    return root
+
+
+def docker_config(image_root: Path, **process: Any) -> dict[str, Any]:
+    """The shape dockerd 20.10 writes (trimmed)."""
+    return {
+        "ociVersion": "1.0.2",
+        "root": {"path": str(image_root)},
+        "hostname": "abc123",
+        "process": {
+            "args": ["/sbin/docker-init", "--", "sh", "-c", "echo hi"],
+            "env": ["PATH=/usr/local/bin:/usr/bin:/bin", "RUNCVM_KERNEL_DEBUG=0"],
+            "cwd": "/work",
+            "user": {"uid": 1000, "gid": 1001, "additionalGids": [1001, 27]},
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"]},
+            "terminal": False,
+            "apparmorProfile": "docker-default",
+            **process,
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/dev/shm", "type": "bind", "source": "/var/lib/docker/x/shm"},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/docker/x/hosts", "options": ["rbind"]},
+            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]},
+            {"destination": "/sbin/docker-init", "type": "bind", "source": "/usr/bin/docker-init"},
+        ],
+        "linux": {
+            "resources": {"memory": {"limit": 1024 * MIB}, "cpu": {"quota": 150000, "period": 100000}, "devices": []},
+            "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"},
+        },
+    }
+
+
+def paths(tmp_path: Path) -> bundle.HostPaths:
+    return bundle.HostPaths(tree=tmp_path / "tree", code=tmp_path / "code", guest=tmp_path / "guest",
+                            run=tmp_path / "run", shared=tmp_path / "shared")  # fmt: skip
+
+
+def test_rewrite_runs_the_launcher_on_the_runtime_tree(tmp_path: Path, image_root: Path) -> None:
+    new, plan = bundle.rewrite(docker_config(image_root), tmp_path, paths(tmp_path), "abc123def456")
+    assert new["root"] == {"path": str(tmp_path / "tree"), "readonly": True}
+    assert new["process"]["args"][:2] == ["/usr/bin/tini", "-s"]
+    assert new["process"]["user"] == {"uid": 0, "gid": 0}
+    assert "apparmorProfile" not in new["process"] and "seccomp" not in new["linux"]
+    caps = new["process"]["capabilities"]
+    assert caps["effective"] == caps["bounding"] and {"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_KILL"} <= set(
+        caps["bounding"]
+    )
+    assert new["annotations"][bundle.MARK] == "vm"
+    # the original process, --init's docker-init dropped: the guest init reaps
+    assert plan.process.args == ["sh", "-c", "echo hi"]
+    assert (plan.process.uid, plan.process.gid, plan.process.groups) == (1000, 1001, [1001, 27])
+    assert (plan.process.cwd, plan.hostname, plan.memory_mib, plan.vcpus) == ("/work", "abc123", 1024 - 160, 2)
+
+
+def test_rewrite_relocates_the_image_mounts_under_the_vm_rootfs(tmp_path: Path, image_root: Path) -> None:
+    new, _plan = bundle.rewrite(docker_config(image_root), tmp_path, paths(tmp_path), "abc")
+    destinations = [mount["destination"] for mount in new["mounts"]]
+    assert destinations[:4] == ["/proc", "/dev", "/dev/shm", "/sys/fs/cgroup"]  # the launcher's own
+    rootfs = destinations.index("/vm/rootfs")
+    for moved in ("/vm/rootfs/etc/hosts", "/vm/rootfs/data", "/vm/rootfs/sbin/docker-init"):
+        assert destinations.index(moved) > rootfs  # mounted on top of the image's root, in order
+    data = next(mount for mount in new["mounts"] if mount["destination"] == "/vm/rootfs/data")
+    assert data["options"] == ["rbind", "ro"]  # read-only stays read-only
+    assert new["mounts"][rootfs]["source"] == str(image_root)
+
+
+def test_rewrite_twice_is_refused(tmp_path: Path, image_root: Path) -> None:
+    new, _plan = bundle.rewrite(docker_config(image_root), tmp_path, paths(tmp_path), "abc")
+    with pytest.raises(bundle.BundleError, match="already rewritten"):
+        bundle.rewrite(new, tmp_path, paths(tmp_path), "abc")
+
+
+@pytest.mark.parametrize("command", ["sh", "/bin/sh", "busybox", "/usr/bin/../bin/sh"])
+def test_commands_the_image_has_are_accepted(tmp_path: Path, image_root: Path, command: str) -> None:
+    config = docker_config(image_root, args=[command])
+    assert bundle.rewrite(config, tmp_path, paths(tmp_path), "abc")[1].process.args == [command]
+
+
+def test_a_command_the_image_lacks_is_refused_in_runcs_words(tmp_path: Path, image_root: Path) -> None:
+    with pytest.raises(bundle.BundleError, match=r'exec: "nginx": executable file not found in \$PATH'):
+        bundle.rewrite(docker_config(image_root, args=["nginx"]), tmp_path, paths(tmp_path), "abc")
+    with pytest.raises(bundle.BundleError, match="no command"):
+        bundle.rewrite(docker_config(image_root, args=[]), tmp_path, paths(tmp_path), "abc")
+
+
+def test_symlinks_resolve_inside_the_image_root(tmp_path: Path, image_root: Path) -> None:
+    (image_root / "escape").symlink_to("/../../../etc/passwd")
+    assert bundle.resolve_in_root(image_root, "/escape") is None  # /etc/passwd of the image: absent
+    assert bundle.resolve_in_root(image_root, "/bin/sh") == image_root / "usr/bin/busybox"
+    (image_root / "loop").symlink_to("loop")
+    assert bundle.resolve_in_root(image_root, "/loop") is None
+
+
+def test_memory_and_cpus() -> None:
+    def config(memory: int | None = None, quota: int | None = None) -> dict[str, Any]:
+        return {"linux": {"resources": {"memory": {"limit": memory}, "cpu": {"quota": quota, "period": 100000}}}}
+
+    assert bundle.guest_memory_mib(config()) == bundle.DEFAULT_MEMORY_MIB
+    assert bundle.guest_memory_mib(config(2048 * MIB)) == 2048 - bundle.OVERHEAD_MIB
+    with pytest.raises(ConfigError, match=r"invalid --memory='100m': at least 224m"):
+        bundle.guest_memory_mib(config(100 * MIB))
+    assert (bundle.guest_vcpus(config()), bundle.guest_vcpus(config(quota=250000))) == (1, 3)
+
+
+def test_settings_are_validated(tmp_path: Path, image_root: Path) -> None:
+    def with_env(*env: str) -> LaunchPlan:
+        return bundle.rewrite(docker_config(image_root, env=list(env)), tmp_path, paths(tmp_path), "abc")[1]
+
+    assert with_env("VIRTAINER_ACCEL=TCG", "RUNCVM_KERNEL_DEBUG=1").accelerator == "tcg"
+    assert with_env("RUNCVM_KERNEL_APPEND=foo=1").kernel_append == "foo=1"
+    with pytest.raises(ConfigError, match="VIRTAINER_ACCEL='xen': one of auto, kvm, tcg"):
+        with_env("VIRTAINER_ACCEL=xen")
+    with pytest.raises(ConfigError, match="RUNCVM_DISPLAY_MODE"):
+        with_env("RUNCVM_DISPLAY_MODE=vnc")
+
+
+def plan(**changes: Any) -> LaunchPlan:
+    process = Process(args=["sh", "-c", "echo hi"], env=["A=1"], cwd="/w", uid=5, gid=6, groups=[7])
+    return LaunchPlan(**{"container_id": "c0ffee" * 10, "process": process, "hostname": "h", "memory_mib": 256,
+                         "vcpus": 2, "accelerator": "auto", **changes})  # fmt: skip
+
+
+def test_plan_round_trips_through_json() -> None:
+    assert LaunchPlan.from_json(plan(debug=True).to_json()) == plan(debug=True)
+
+
+def test_guest_config_is_nul_separated_pairs() -> None:
+    nic = Nic(mac="02:42:ac:11:00:02", tap="tap0", address="172.17.0.2", prefix=16, gateway="172.17.0.1")
+    words = guest_config(plan(), with_stdin=True, nics=[nic]).split(b"\0")[:-1]
+    pairs = list(zip(words[::2], words[1::2], strict=True))
+    assert pairs[:4] == [(b"arg", b"sh"), (b"arg", b"-c"), (b"arg", b"echo hi"), (b"env", b"A=1")]
+    assert (b"uid", b"5") in pairs and (b"group", b"7") in pairs and (b"stdin", b"1") in pairs
+    assert (b"net-addr", b"172.17.0.2") in pairs and (b"net-prefix", b"16") in pairs
+
+
+def test_initrd_is_the_base_plus_a_newc_archive(tmp_path: Path) -> None:
+    base = tmp_path / "base.gz"
+    base.write_bytes(gzip.compress(b"BASE"))
+    write_initrd(base, b"key\0value\0", tmp_path / "initrd")
+    data = (tmp_path / "initrd").read_bytes()
+    assert data.startswith(base.read_bytes())
+    archive = gzip.decompress(data[len(base.read_bytes()) :])
+    assert archive == newc_archive({"virtainer/config": b"key\0value\0"})
+    assert archive.startswith(b"070701") and b"virtainer/config\0" in archive and b"TRAILER!!!" in archive
+    assert len(archive) % 512 == 0
+
+
+def test_domain_xml_is_valid_with_virtiofs_on_memfd() -> None:
+    files = VmFiles(
+        Path("/g/vmlinuz"), Path("/run/v/initrd"), Path("/run/v/console.log"), Path("/run/v"), Path("/vm/rootfs")
+    )
+    nic = Nic(mac="02:42:ac:11:00:02", tap="vt-tap0", address="172.17.0.2", prefix=16, gateway=None, mtu=1500)
+    for accelerator in (AcceleratorChoice("tcg", "test"), AcceleratorChoice("kvm", "test")):
+        xml = render_vm_xml(plan(), files, accelerator, [nic])
+        root = validate_domain_xml(xml)
+        assert root.get("type") == accelerator.domain_type
+        assert root.find("memoryBacking/source").get("type") == "memfd"
+        assert root.find("devices/filesystem/driver").get("type") == "virtiofs"
+        names = [target.get("name") for target in root.iterfind("devices/channel/target")]
+        assert names == ["virtainer.stdin", "virtainer.stdout", "virtainer.stderr", "virtainer.control"]
+        assert (root.find("cpu") is not None) == (accelerator.kind == "kvm")
+
+
+def test_runc_command_line_is_split_and_kept() -> None:
+    argv = ["--root", "/run/r", "--log", "/l.json", "--log-format", "json", "--systemd-cgroup",
+            "create", "--bundle", "/b", "--pid-file", "/p", "ID"]  # fmt: skip
+    parsed = cli.parse(argv)
+    assert (parsed.verb, parsed.global_value("--log"), parsed.arg_value("--bundle", "-b")) == (
+        "create",
+        "/l.json",
+        "/b",
+    )
+    assert parsed.argv() == argv and cli.container_id(parsed) == "ID"
+    assert cli.parse(["--log=/x", "state", "ID"]).global_value("--log") == "/x"
+
+
+def test_daemon_json_keeps_every_other_key() -> None:
+    old = {"log-level": "warn", "runtimes": {"other": {"path": "/o"}}}
+    new = install.with_runtime(old, "virtainer", "/bin/vr")
+    assert new == {"log-level": "warn", "runtimes": {"other": {"path": "/o"}, "virtainer": {"path": "/bin/vr"}}}
+    assert install.without_runtime(new, "virtainer") == old
+    assert install.without_runtime({"runtimes": {"virtainer": {}}}, "virtainer") == {}
+    assert json.loads(json.dumps(old)) == old  # the input is not modified

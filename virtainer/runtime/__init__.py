@@ -1,0 +1,7 @@
+"""`--runtime=virtainer`: an OCI runtime that runs any container image's command in a VM.
+
+Layers (nothing in the core imports this package):
+  plan (what create decided) <- bundle (config.json rewriting) <- cli (runc's command line)
+  plan <- vm (domain XML, guest config) <- launcher (the container's process, in the VM's container)
+  artifacts (runtime tree, guest kernel + initramfs, cached by content hash), install (daemon.json)
+"""

@@ -1,0 +1,112 @@
+"""What every runtime container binds in, built once from Debian packages and cached by content hash.
+
+CACHE/tree-<key>   the runtime tree (build-tree.sh): key over the script and the apt sources
+CACHE/guest-<key>  vmlinuz + initrd.gz (guest/build-guest.sh): key over the script and init.c
+A directory appears under its final name only once complete, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtainer.errors import VirtainerError
+
+HERE = Path(__file__).parent
+TREE_SCRIPT = HERE / "build-tree.sh"
+GUEST_SCRIPT = HERE / "guest" / "build-guest.sh"
+GUEST_SOURCES = (GUEST_SCRIPT, HERE / "guest" / "init.c")
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+BUILD_TIMEOUT_S = 900
+
+
+class ArtifactError(VirtainerError):
+    """The runtime tree or the guest kernel/initramfs is missing or cannot be built."""
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    tree: Path
+    guest: Path
+
+    @property
+    def shared(self) -> Path:
+        """Read-write cache of the containers of this tree (libvirt's QEMU probe, KVM decision)."""
+        path = self.tree.with_name(self.tree.name.replace("tree-", "host-", 1))
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VIRTAINER_RUNTIME_CACHE", "/var/cache/virtainer/runtime"))
+
+
+def _key(files: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        if path.exists():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def tree_dir() -> Path:
+    return cache_root() / f"tree-{_key((TREE_SCRIPT, *APT_SOURCES))}"
+
+
+def guest_dir() -> Path:
+    return cache_root() / f"guest-{_key(GUEST_SOURCES)}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / ".complete").exists()
+
+
+def find() -> Artifacts:
+    """The cached artifacts, or an error saying how to build them (never builds: `create` is timed)."""
+    tree, guest = tree_dir(), guest_dir()
+    missing = [label for label, path in (("runtime tree", tree), ("guest kernel", guest)) if not is_complete(path)]
+    if missing:
+        raise ArtifactError(f"the {' and '.join(missing)} are not built", hint="run: virtainer runtime install")
+    if not (guest / "vmlinuz").is_file() or not (guest / "initrd.gz").is_file():
+        raise ArtifactError(f"{guest} lacks vmlinuz or initrd.gz", hint="run: virtainer runtime install --rebuild")
+    return Artifacts(tree, guest)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def ensure(*, rebuild: bool = False, say: object = print) -> Artifacts:
+    """Build whatever is missing (minutes the first time, nothing afterwards)."""
+    with _locked():
+        for label, script, path in (("runtime tree", TREE_SCRIPT, tree_dir()), ("guest", GUEST_SCRIPT, guest_dir())):
+            if is_complete(path) and not rebuild:
+                continue
+            if callable(say):
+                say(f"building the {label} in {path} (once; cached by content hash)")
+            staging = path.with_name(path.name + ".build")
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                done = subprocess.run(
+                    [str(script), str(staging)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+                )
+            except subprocess.TimeoutExpired:
+                raise ArtifactError(f"building the {label} took over {BUILD_TIMEOUT_S} s") from None
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise ArtifactError(f"building the {label} failed: {last}")
+            (staging / ".complete").touch()
+            shutil.rmtree(path, ignore_errors=True)
+            staging.rename(path)
+    return find()

@@ -1,0 +1,604 @@
+/*
+ * virtainer guest init: PID 1 of a `--runtime=virtainer` VM. Static, needs nothing from the image.
+ *
+ * Boot: load the modules listed in /lib/modules/load-order, mount the image's root filesystem
+ * (virtiofs tag "rootfs") with /proc, /sys, /dev, /dev/pts, /dev/shm inside it, move it to / and
+ * run the OCI process from /virtainer/config (appended to the initramfs by the launcher: NUL
+ * separated "key\0value\0" pairs; keys arg, env, cwd, uid, gid, group, hostname, terminal, stdin,
+ * rows, cols, debug, net-*).
+ *
+ * Ports (virtio-serial, found by name in /sys/class/virtio-ports):
+ *   virtainer.stdout / virtainer.stderr  the process's output, relayed from pipes (or the pty)
+ *   virtainer.stdin                      relayed into the process's stdin (when stdin=1)
+ *   virtainer.control                    lines; host->guest "signal N", "winsize ROWS COLS", "ack",
+ *                                        "stdin-eof N" (stdin ended after N bytes: the port stays
+ *                                        open, since QEMU drops unread bytes when a socket closes);
+ *                                        guest->host "exit STATUS OUT_BYTES ERR_BYTES"
+ * STATUS is the exit code, or 128+N when the process died of signal N. The host acknowledges once
+ * it has received OUT_BYTES and ERR_BYTES, so nothing written before exit is lost; then (or after
+ * a deadline) init syncs and powers off.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/reboot.h>
+#include <net/if.h>
+#include <arpa/inet.h>
+#include <linux/route.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ITEMS 4096
+#define ACK_DEADLINE_MS 10000
+#define DRAIN_DEADLINE_MS 5000
+
+static int debug;
+
+static void logmsg(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "virtainer-init: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+static void poweroff(void) {
+    sync();
+    reboot(LINUX_REBOOT_CMD_POWER_OFF);
+    for (;;) pause();
+}
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "virtainer-init: fatal: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    poweroff();
+}
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* ---- configuration -------------------------------------------------------------------------- */
+
+struct config {
+    char *args[MAX_ITEMS];
+    int nargs;
+    char *env[MAX_ITEMS];
+    int nenv;
+    gid_t groups[256];
+    int ngroups;
+    const char *cwd, *hostname;
+    uid_t uid;
+    gid_t gid;
+    int terminal, with_stdin;
+    unsigned short rows, cols;
+    /* network: one interface, found by MAC */
+    const char *net_mac, *net_addr, *net_gateway, *net_name;
+    int net_prefix, net_mtu;
+};
+
+static char *slurp(const char *path, size_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        if (len == cap) buf = realloc(buf, (cap *= 2) + 1);
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = 0;
+    *size = len;
+    return buf;
+}
+
+static void read_config(struct config *c) {
+    size_t size;
+    char *buf = slurp("/virtainer/config", &size);
+    if (!buf) die("no /virtainer/config in the initramfs");
+    memset(c, 0, sizeof(*c));
+    c->cwd = "/";
+    char *p = buf, *end = buf + size;
+    while (p < end) {
+        char *key = p;
+        p += strlen(p) + 1;
+        if (p >= end) break;
+        char *value = p;
+        p += strlen(p) + 1;
+        if (!strcmp(key, "arg") && c->nargs < MAX_ITEMS - 1) c->args[c->nargs++] = value;
+        else if (!strcmp(key, "env") && c->nenv < MAX_ITEMS - 1) c->env[c->nenv++] = value;
+        else if (!strcmp(key, "cwd")) c->cwd = value;
+        else if (!strcmp(key, "uid")) c->uid = (uid_t)strtoul(value, NULL, 10);
+        else if (!strcmp(key, "gid")) c->gid = (gid_t)strtoul(value, NULL, 10);
+        else if (!strcmp(key, "group") && c->ngroups < 256) c->groups[c->ngroups++] = (gid_t)strtoul(value, NULL, 10);
+        else if (!strcmp(key, "hostname")) c->hostname = value;
+        else if (!strcmp(key, "terminal")) c->terminal = atoi(value);
+        else if (!strcmp(key, "stdin")) c->with_stdin = atoi(value);
+        else if (!strcmp(key, "rows")) c->rows = (unsigned short)atoi(value);
+        else if (!strcmp(key, "cols")) c->cols = (unsigned short)atoi(value);
+        else if (!strcmp(key, "debug")) debug = atoi(value);
+        else if (!strcmp(key, "net-mac")) c->net_mac = value;
+        else if (!strcmp(key, "net-addr")) c->net_addr = value;
+        else if (!strcmp(key, "net-prefix")) c->net_prefix = atoi(value);
+        else if (!strcmp(key, "net-gateway")) c->net_gateway = value;
+        else if (!strcmp(key, "net-mtu")) c->net_mtu = atoi(value);
+    }
+    c->args[c->nargs] = NULL;
+    c->env[c->nenv] = NULL;
+    if (c->nargs == 0) die("the configuration has no command");
+}
+
+/* ---- boot ----------------------------------------------------------------------------------- */
+
+static void mount_or_die(const char *src, const char *dst, const char *type, unsigned long flags, const char *data) {
+    mkdir(dst, 0755);
+    if (mount(src, dst, type, flags, data) < 0) die("mount %s on %s: %s", type, dst, strerror(errno));
+}
+
+static void load_modules(void) {
+    size_t size;
+    char *list = slurp("/lib/modules/load-order", &size);
+    if (!list) return;
+    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
+        int fd = open(line, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) { logmsg("module %s: %s", line, strerror(errno)); continue; }
+        if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST) logmsg("module %s: %s", line, strerror(errno));
+        close(fd);
+    }
+}
+
+/* /dev/vportNpM whose /sys/class/virtio-ports/vportNpM/name is `name`, or -1 */
+static int open_port(const char *name, int flags) {
+    DIR *dir = opendir("/sys/class/virtio-ports");
+    if (!dir) return -1;
+    struct dirent *entry;
+    int fd = -1;
+    while ((entry = readdir(dir)) && fd < 0) {
+        if (entry->d_name[0] == '.') continue;
+        char path[300], value[128] = {0};
+        snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", entry->d_name);
+        int nfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (nfd < 0) continue;
+        ssize_t n = read(nfd, value, sizeof value - 1);
+        close(nfd);
+        if (n > 0 && value[n - 1] == '\n') value[n - 1] = 0;
+        if (strcmp(value, name)) continue;
+        snprintf(path, sizeof path, "/dev/%s", entry->d_name);
+        fd = open(path, flags | O_CLOEXEC);
+        if (fd < 0) logmsg("open %s: %s", path, strerror(errno));
+    }
+    closedir(dir);
+    return fd;
+}
+
+static int wait_port(const char *name, int flags) {
+    long deadline = now_ms() + 10000;
+    for (;;) {
+        int fd = open_port(name, flags);
+        if (fd >= 0) return fd;
+        if (now_ms() > deadline) die("no virtio port %s", name);
+        usleep(10000);
+    }
+}
+
+static void mount_root(void) {
+    mkdir("/newroot", 0755);
+    long deadline = now_ms() + 10000;
+    while (mount("rootfs", "/newroot", "virtiofs", 0, NULL) < 0) {
+        if (now_ms() > deadline) die("mount the image's root filesystem (virtiofs): %s", strerror(errno));
+        usleep(10000);
+    }
+    /* what runc gives every container */
+    mount_or_die("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_or_die("sysfs", "/newroot/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_or_die("devtmpfs", "/newroot/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    mount_or_die("devpts", "/newroot/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5");
+    mount_or_die("shm", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+    mount_or_die("mqueue", "/newroot/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    unlink("/newroot/dev/ptmx");
+    if (symlink("pts/ptmx", "/newroot/dev/ptmx") < 0) logmsg("ptmx: %s", strerror(errno));
+    /* switch_root: the image's root becomes / for init and everything it starts */
+    if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
+        die("switch to the image's root: %s", strerror(errno));
+}
+
+static void if_up(int sock, const char *name, int mtu) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (mtu > 0) {
+        ifr.ifr_mtu = mtu;
+        if (ioctl(sock, SIOCSIFMTU, &ifr) < 0) logmsg("%s mtu: %s", name, strerror(errno));
+    }
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) { logmsg("%s: %s", name, strerror(errno)); return; }
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) logmsg("%s up: %s", name, strerror(errno));
+}
+
+/* the interface whose MAC is `mac` (sysfs), renamed to eth0 like the container's */
+static int find_nic(const char *mac, char *name) {
+    long deadline = now_ms() + 5000;
+    while (now_ms() < deadline) {
+        DIR *dir = opendir("/sys/class/net");
+        struct dirent *entry;
+        while (dir && (entry = readdir(dir))) {
+            char path[300], value[64] = {0};
+            snprintf(path, sizeof path, "/sys/class/net/%s/address", entry->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t n = read(fd, value, sizeof value - 1);
+            close(fd);
+            if (n > 0 && !strncasecmp(value, mac, strlen(mac))) {
+                snprintf(name, IFNAMSIZ, "%.15s", entry->d_name);
+                closedir(dir);
+                return 0;
+            }
+        }
+        if (dir) closedir(dir);
+        usleep(10000);
+    }
+    return -1;
+}
+
+static void setup_network(const struct config *c) {
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return;
+    if_up(sock, "lo", 0);
+    if (c->net_mac && c->net_addr) {
+        char name[IFNAMSIZ];
+        if (find_nic(c->net_mac, name) < 0) { logmsg("no NIC with MAC %s", c->net_mac); close(sock); return; }
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        if (strcmp(name, "eth0")) {
+            strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+            strncpy(ifr.ifr_newname, "eth0", IFNAMSIZ - 1);
+            if (ioctl(sock, SIOCSIFNAME, &ifr) == 0) strcpy(name, "eth0");
+        }
+        memset(&ifr, 0, sizeof ifr);
+        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+        sin->sin_family = AF_INET;
+        inet_pton(AF_INET, c->net_addr, &sin->sin_addr);
+        if (ioctl(sock, SIOCSIFADDR, &ifr) < 0) logmsg("address %s: %s", c->net_addr, strerror(errno));
+        uint32_t mask = c->net_prefix ? htonl(0xffffffffu << (32 - c->net_prefix)) : 0;
+        sin = (struct sockaddr_in *)&ifr.ifr_netmask;
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = mask;
+        if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0) logmsg("netmask: %s", strerror(errno));
+        if_up(sock, name, c->net_mtu);
+        if (c->net_gateway && *c->net_gateway) {
+            struct rtentry route;
+            memset(&route, 0, sizeof route);
+            ((struct sockaddr_in *)&route.rt_dst)->sin_family = AF_INET;
+            ((struct sockaddr_in *)&route.rt_genmask)->sin_family = AF_INET;
+            sin = (struct sockaddr_in *)&route.rt_gateway;
+            sin->sin_family = AF_INET;
+            inet_pton(AF_INET, c->net_gateway, &sin->sin_addr);
+            route.rt_flags = RTF_UP | RTF_GATEWAY;
+            if (ioctl(sock, SIOCADDRT, &route) < 0) logmsg("default route via %s: %s", c->net_gateway, strerror(errno));
+        }
+    }
+    close(sock);
+}
+
+/* ---- the process ---------------------------------------------------------------------------- */
+
+static const char *env_value(char *const env[], const char *name) {
+    size_t len = strlen(name);
+    for (int i = 0; env[i]; i++)
+        if (!strncmp(env[i], name, len) && env[i][len] == '=') return env[i] + len + 1;
+    return NULL;
+}
+
+/* execve with a PATH search in the process's own environment (as runc does) */
+static void exec_command(char *const args[], char *const env[]) {
+    if (strchr(args[0], '/')) {
+        execve(args[0], args, env);
+        return;
+    }
+    const char *path = env_value(env, "PATH");
+    if (!path) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    char *copy = strdup(path), *save = NULL;
+    int saw_eacces = 0;
+    for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", *dir ? dir : ".", args[0]);
+        execve(full, args, env);
+        if (errno == EACCES) saw_eacces = 1;
+    }
+    errno = saw_eacces ? EACCES : ENOENT;
+}
+
+static void child_setup(const struct config *c, int in, int out, int err, int tty) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    setsid();
+    if (tty >= 0 && ioctl(tty, TIOCSCTTY, 0) < 0) logmsg("controlling terminal: %s", strerror(errno));
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(126);
+    if (setgroups((size_t)c->ngroups, c->groups) < 0 || setgid(c->gid) < 0 || setuid(c->uid) < 0) {
+        fprintf(stderr, "virtainer: cannot become uid %u gid %u: %s\n", c->uid, c->gid, strerror(errno));
+        _exit(126);
+    }
+    if (chdir(c->cwd) < 0) {
+        fprintf(stderr, "virtainer: cannot change to the working directory %s: %s\n", c->cwd, strerror(errno));
+        _exit(126);
+    }
+    exec_command(c->args, c->env);
+    int code = errno == ENOENT ? 127 : 126;
+    fprintf(stderr, "virtainer: exec: \"%s\": %s\n", c->args[0],
+            errno == ENOENT ? "executable file not found in $PATH" : strerror(errno));
+    _exit(code);
+}
+
+/* ---- relaying ------------------------------------------------------------------------------- */
+
+static int write_all(int fd, const char *buf, size_t len) {
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+struct state {
+    struct config cfg;
+    int out_port, err_port, in_port, ctl_port;
+    int out_src, err_src;  /* read ends: pipes, or the pty master (out only) */
+    int in_dst;            /* where stdin goes: pipe write end or pty master; -1 when none */
+    int master;            /* pty master or -1 */
+    pid_t child;
+    int status;            /* exit status once the child ended, else -1 */
+    unsigned long long out_bytes, err_bytes;
+    char ctl_buf[512];
+    size_t ctl_len;
+    int acked;
+    char in_buf[65536];
+    size_t in_len;         /* bytes waiting to go into in_dst */
+    unsigned long long in_done;  /* bytes written into in_dst so far */
+    long long in_total;    /* from "stdin-eof N": the host's stdin ended after N bytes; else -1 */
+};
+
+/* the host's stdin ended and everything it sent went in: the process reads EOF */
+static void close_stdin_when_done(struct state *s) {
+    if (s->in_dst < 0 || s->in_total < 0 || s->in_len > 0 || s->in_done < (unsigned long long)s->in_total) return;
+    if (s->master < 0) close(s->in_dst);
+    else write_all(s->master, "\x04", 1); /* EOF on a terminal is ^D */
+    s->in_dst = -1;
+}
+
+static void handle_control_line(struct state *s, char *line) {
+    int a, b;
+    long long n;
+    if (sscanf(line, "signal %d", &a) == 1) {
+        if (s->child > 0 && s->status < 0) kill(s->child, a);
+    } else if (sscanf(line, "winsize %d %d", &a, &b) == 2) {
+        if (s->master >= 0) {
+            struct winsize ws = {.ws_row = (unsigned short)a, .ws_col = (unsigned short)b};
+            ioctl(s->master, TIOCSWINSZ, &ws);
+        }
+    } else if (sscanf(line, "stdin-eof %lld", &n) == 1) {
+        s->in_total = n;
+        close_stdin_when_done(s);
+    } else if (!strcmp(line, "ack")) {
+        s->acked = 1;
+    }
+}
+
+static void read_control(struct state *s) {
+    ssize_t n = read(s->ctl_port, s->ctl_buf + s->ctl_len, sizeof s->ctl_buf - 1 - s->ctl_len);
+    if (n <= 0) {
+        if (n == 0) usleep(20000); /* host not connected: the port reads as EOF, try again later */
+        return;
+    }
+    s->ctl_len += (size_t)n;
+    s->ctl_buf[s->ctl_len] = 0;
+    char *nl;
+    while ((nl = memchr(s->ctl_buf, '\n', s->ctl_len))) {
+        *nl = 0;
+        handle_control_line(s, s->ctl_buf);
+        size_t used = (size_t)(nl - s->ctl_buf) + 1;
+        memmove(s->ctl_buf, nl + 1, s->ctl_len - used);
+        s->ctl_len -= used;
+    }
+    if (s->ctl_len == sizeof s->ctl_buf - 1) s->ctl_len = 0; /* an overlong line: drop it */
+}
+
+/* copy what is readable from src to the port; 0 at EOF (src closed) */
+static int relay_out(int *src, int port, unsigned long long *count) {
+    char buf[65536];
+    ssize_t n = read(*src, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+    if (n <= 0) { /* EOF, or EIO on a pty master whose slave side is all closed */
+        close(*src);
+        *src = -1;
+        return 0;
+    }
+    if (write_all(port, buf, (size_t)n) == 0) *count += (unsigned long long)n;
+    return 1;
+}
+
+static void reap(struct state *s) {
+    int wstatus;
+    pid_t pid;
+    while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+        if (pid != s->child) continue;
+        s->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+        /* the container ends with its process: nothing it started outlives it (as with runc) */
+        kill(-1, SIGKILL);
+    }
+}
+
+static void start_process(struct state *s) {
+    struct config *c = &s->cfg;
+    int in_r = -1, out_w, err_w, tty = -1;
+    s->master = -1;
+    s->in_dst = -1;
+    if (c->terminal) {
+        s->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (s->master < 0 || grantpt(s->master) < 0 || unlockpt(s->master) < 0) die("pty: %s", strerror(errno));
+        tty = open(ptsname(s->master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (tty < 0) die("pty slave: %s", strerror(errno));
+        if (c->rows && c->cols) {
+            struct winsize ws = {.ws_row = c->rows, .ws_col = c->cols};
+            ioctl(s->master, TIOCSWINSZ, &ws);
+        }
+        in_r = out_w = err_w = tty;
+        s->out_src = s->master;
+        s->err_src = -1;
+        if (c->with_stdin) s->in_dst = s->master;
+    } else {
+        int out[2], err[2];
+        if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) die("pipe: %s", strerror(errno));
+        s->out_src = out[0];
+        out_w = out[1];
+        s->err_src = err[0];
+        err_w = err[1];
+        if (c->with_stdin) {
+            int in[2];
+            if (pipe2(in, O_CLOEXEC) < 0) die("pipe: %s", strerror(errno));
+            in_r = in[0];
+            s->in_dst = in[1];
+            fcntl(s->in_dst, F_SETFL, O_NONBLOCK);
+        } else {
+            in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+    }
+    s->child = fork();
+    if (s->child < 0) die("fork: %s", strerror(errno));
+    if (s->child == 0) child_setup(c, in_r, out_w, err_w, tty);
+    /* the child holds its ends now; a pty master reads EIO once every slave holder is gone */
+    if (tty >= 0) close(tty);
+    else {
+        close(in_r);
+        close(out_w);
+        close(err_w);
+    }
+    s->status = -1;
+    s->in_total = -1;
+}
+
+int main(void) {
+    static struct state s;
+    mount_or_die("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    mount_or_die("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_or_die("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    read_config(&s.cfg);
+    if (debug) logmsg("loading modules");
+    load_modules();
+    s.out_port = wait_port("virtainer.stdout", O_WRONLY);
+    s.err_port = wait_port("virtainer.stderr", O_WRONLY);
+    s.ctl_port = wait_port("virtainer.control", O_RDWR);
+    s.in_port = s.cfg.with_stdin ? wait_port("virtainer.stdin", O_RDONLY) : -1;
+    if (debug) logmsg("mounting the root filesystem");
+    mount_root();
+    if (s.cfg.hostname && sethostname(s.cfg.hostname, strlen(s.cfg.hostname)) < 0)
+        logmsg("hostname: %s", strerror(errno));
+    setup_network(&s.cfg);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    if (debug) logmsg("starting %s", s.cfg.args[0]);
+    start_process(&s);
+
+    long drain_deadline = 0;
+    while (1) {
+        if (s.status >= 0 && s.out_src < 0 && s.err_src < 0) break;
+        if (s.status >= 0 && !drain_deadline) drain_deadline = now_ms() + DRAIN_DEADLINE_MS;
+        if (drain_deadline && now_ms() > drain_deadline) break;
+        struct pollfd fds[6];
+        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1;
+        fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = s.ctl_port, .events = POLLIN};
+        if (s.out_src >= 0) { i_out = n; fds[n++] = (struct pollfd){.fd = s.out_src, .events = POLLIN}; }
+        if (s.err_src >= 0) { i_err = n; fds[n++] = (struct pollfd){.fd = s.err_src, .events = POLLIN}; }
+        if (s.in_port >= 0 && s.in_dst >= 0 && s.in_len == 0) { i_in = n; fds[n++] = (struct pollfd){.fd = s.in_port, .events = POLLIN}; }
+        if (s.in_dst >= 0 && s.in_len > 0) { i_dst = n; fds[n++] = (struct pollfd){.fd = s.in_dst, .events = POLLOUT}; }
+        int ready = poll(fds, (nfds_t)n, drain_deadline ? 100 : 1000);
+        if (ready < 0 && errno != EINTR) die("poll: %s", strerror(errno));
+        if (ready <= 0) continue;
+        if (fds[0].revents) {
+            struct signalfd_siginfo info;
+            while (read(sfd, &info, sizeof info) > 0) {}
+            reap(&s);
+        }
+        if (fds[1].revents & (POLLIN | POLLHUP)) read_control(&s);
+        if (i_out >= 0 && fds[i_out].revents) relay_out(&s.out_src, s.out_port, &s.out_bytes);
+        if (i_err >= 0 && fds[i_err].revents) relay_out(&s.err_src, s.err_port, &s.err_bytes);
+        if (i_in >= 0 && fds[i_in].revents) {
+            ssize_t got = read(s.in_port, s.in_buf, sizeof s.in_buf);
+            if (got > 0) {
+                s.in_len = (size_t)got;
+            } else if (got == 0) {
+                usleep(20000); /* host side not connected (yet): stdin ends by "stdin-eof" only */
+            }
+        }
+        if (i_dst >= 0 && fds[i_dst].revents) {
+            ssize_t put = write(s.in_dst, s.in_buf, s.in_len);
+            if (put > 0) {
+                memmove(s.in_buf, s.in_buf + put, s.in_len - (size_t)put);
+                s.in_len -= (size_t)put;
+                s.in_done += (unsigned long long)put;
+                close_stdin_when_done(&s);
+            } else if (put < 0 && errno != EAGAIN && errno != EINTR) {
+                s.in_len = 0; /* the process closed its stdin */
+                if (s.master < 0) close(s.in_dst);
+                s.in_dst = -1;
+            }
+        }
+        /* a pty: once the child is gone, drain what is left in the master, then stop */
+        if (s.status >= 0 && s.master >= 0 && s.out_src >= 0) {
+            struct pollfd p = {.fd = s.out_src, .events = POLLIN};
+            while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN) && relay_out(&s.out_src, s.out_port, &s.out_bytes)) {}
+            if (s.out_src >= 0) { close(s.out_src); s.out_src = -1; }
+        }
+    }
+    if (s.status < 0) s.status = 255;
+    char line[128];
+    snprintf(line, sizeof line, "exit %d %llu %llu\n", s.status, s.out_bytes, s.err_bytes);
+    if (debug) logmsg("%s", line);
+    write_all(s.ctl_port, line, strlen(line));
+    long deadline = now_ms() + ACK_DEADLINE_MS;
+    while (!s.acked && now_ms() < deadline) {
+        struct pollfd p = {.fd = s.ctl_port, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0) read_control(&s);
+    }
+    poweroff();
+    return 0;
+}

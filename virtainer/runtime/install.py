@@ -1,0 +1,172 @@
+"""`virtainer runtime install|uninstall`: register the runtime with dockerd, idempotently.
+
+daemon.json keeps every other key; dockerd reloads it on SIGHUP (runtimes are reloadable), so no
+running container is disturbed. Says exactly what it changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from virtainer.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, VirtainerError
+from virtainer.runtime import artifacts
+
+DAEMON_JSON = Path("/etc/docker/daemon.json")
+DOCKER_PIDFILE = Path("/var/run/docker.pid")
+DEFAULT_NAME = "virtainer"
+RELOAD_DEADLINE_S = 30
+
+
+class InstallError(VirtainerError):
+    pass
+
+
+def runtime_executable() -> str:
+    """The `virtainer-runtime` next to this Python (a venv's bin), else the one on PATH."""
+    beside = Path(sys.executable).parent / "virtainer-runtime"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("virtainer-runtime")
+    if not found:
+        raise InstallError("virtainer-runtime is not installed", hint="pip install virtainer (it adds the command)")
+    return str(Path(found).resolve())
+
+
+def read_daemon_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except ValueError as error:
+        raise InstallError(f"{path} is not valid JSON ({error}); nothing was changed") from None
+    if not isinstance(data, dict):
+        raise InstallError(f"{path} does not hold a JSON object; nothing was changed")
+    return data
+
+
+def write_daemon_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".virtainer-tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    if path.exists():
+        os.chmod(temporary, path.stat().st_mode & 0o7777)
+    temporary.replace(path)
+
+
+def _copy(data: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(data))
+    return copied
+
+
+def with_runtime(data: dict[str, Any], name: str, executable: str) -> dict[str, Any]:
+    new = _copy(data)
+    runtimes = new.setdefault("runtimes", {})
+    if not isinstance(runtimes, dict):
+        raise InstallError("daemon.json's 'runtimes' is not an object; nothing was changed")
+    runtimes[name] = {"path": executable}
+    return new
+
+
+def without_runtime(data: dict[str, Any], name: str) -> dict[str, Any]:
+    new = _copy(data)
+    runtimes = new.get("runtimes")
+    if isinstance(runtimes, dict):
+        runtimes.pop(name, None)
+        if not runtimes:
+            del new["runtimes"]
+    return new
+
+
+def dockerd_pid() -> int:
+    try:
+        return int(DOCKER_PIDFILE.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False).stdout.split()
+    if len(found) != 1:
+        raise InstallError("cannot find the one running dockerd to reload", hint="reload it yourself: kill -HUP <pid>")
+    return int(found[0])
+
+
+def docker_runtimes() -> set[str]:
+    done = subprocess.run(
+        ["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True, timeout=30, check=False
+    )
+    try:
+        return set(json.loads(done.stdout or "{}"))
+    except ValueError:
+        return set()
+
+
+def reload_dockerd(name: str, *, present: bool) -> None:
+    """SIGHUP (never a restart: other containers keep running), then wait until dockerd agrees."""
+    os.kill(dockerd_pid(), signal.SIGHUP)
+    deadline = time.monotonic() + RELOAD_DEADLINE_S
+    while (name in docker_runtimes()) != present:
+        if time.monotonic() > deadline:
+            raise InstallError(f"dockerd did not {'pick up' if present else 'drop'} runtime '{name}' after SIGHUP")
+        time.sleep(0.2)
+
+
+def install(name: str, config: Path, *, reload: bool, rebuild: bool) -> list[str]:
+    said: list[str] = []
+    artifacts.ensure(rebuild=rebuild, say=lambda line: print(f"virtainer runtime: {line}", flush=True))
+    executable = runtime_executable()
+    old = read_daemon_json(config)
+    new = with_runtime(old, name, executable)
+    if new == old:
+        said.append(f"runtime '{name}' is already registered in {config} ({executable}); nothing changed")
+    else:
+        write_daemon_json(config, new)
+        said.append(f"{config}: runtimes.{name}.path = {executable} (every other key kept)")
+    if reload and name not in docker_runtimes():
+        reload_dockerd(name, present=True)
+        said.append("dockerd reloaded with SIGHUP (running containers untouched)")
+    return said
+
+
+def uninstall(name: str, config: Path, *, reload: bool) -> list[str]:
+    old = read_daemon_json(config)
+    new = without_runtime(old, name)
+    if new == old:
+        return [f"runtime '{name}' is not registered in {config}; nothing changed"]
+    write_daemon_json(config, new)
+    said = [f"{config}: runtimes.{name} removed (every other key kept)"]
+    if reload and name in docker_runtimes():
+        reload_dockerd(name, present=False)
+        said.append("dockerd reloaded with SIGHUP (running containers untouched)")
+    return said
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="virtainer runtime", description="register the OCI runtime with dockerd")
+    parser.add_argument("action", choices=("install", "uninstall"))
+    parser.add_argument("--name", default=DEFAULT_NAME, help="the name for docker run --runtime (default virtainer)")
+    parser.add_argument("--config", type=Path, default=DAEMON_JSON, help="dockerd's daemon.json")
+    parser.add_argument("--no-reload", action="store_true", help="do not SIGHUP dockerd")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the runtime tree and guest")
+    options = parser.parse_args(list(argv))
+    if not options.name.replace("-", "").replace("_", "").isalnum():
+        print(f"virtainer runtime: invalid --name '{options.name}': letters, digits, - and _", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if options.action == "install":
+            said = install(options.name, options.config, reload=not options.no_reload, rebuild=options.rebuild)
+        else:
+            said = uninstall(options.name, options.config, reload=not options.no_reload)
+    except VirtainerError as error:
+        print(f"virtainer runtime: {error}", file=sys.stderr)
+        return error.exit_code if error.exit_code != EXIT_OK else EXIT_RUNTIME
+    for line in said:
+        print(f"virtainer runtime: {line}")
+    return EXIT_OK

@@ -1,0 +1,141 @@
+"""The VM of one container: its domain XML and the guest init's configuration (pure functions)."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from virtainer.accel import AcceleratorChoice
+from virtainer.domain import METADATA_NS, validate_domain_xml
+from virtainer.runtime.plan import LaunchPlan
+
+# virtio-serial port names, shared with guest/init.c
+PORT_STDIN = "virtainer.stdin"
+PORT_STDOUT = "virtainer.stdout"
+PORT_STDERR = "virtainer.stderr"
+PORT_CONTROL = "virtainer.control"
+PORTS = (PORT_STDIN, PORT_STDOUT, PORT_STDERR, PORT_CONTROL)
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+# quiet: no kernel noise on the console log unless debugging; panic=-1: a dead init ends the VM
+BASE_CMDLINE = "console=ttyS0 panic=-1 reboot=t"
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    tap: str
+    address: str  # a.b.c.d
+    prefix: int
+    gateway: str | None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class VmFiles:
+    kernel: Path
+    initrd: Path  # the per-container one: base initramfs + config
+    console_log: Path
+    socket_dir: Path
+    rootfs: Path
+
+    def socket(self, port: str) -> Path:
+        return self.socket_dir / f"{port.removeprefix('virtainer.')}.sock"
+
+
+def domain_name(container_id: str) -> str:
+    return f"virtainer-{container_id[:12]}"
+
+
+def kernel_cmdline(plan: LaunchPlan) -> str:
+    parts = [BASE_CMDLINE, "loglevel=7" if plan.debug else "quiet loglevel=0"]
+    if plan.kernel_append:
+        parts.append(plan.kernel_append)
+    return " ".join(parts)
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    loader = jinja2.FileSystemLoader(Path(__file__).parent / "templates")
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("vm.xml.j2")
+
+
+def render_vm_xml(plan: LaunchPlan, files: VmFiles, accelerator: AcceleratorChoice, nics: list[Nic]) -> str:
+    xml = _template().render(
+        domain_type=accelerator.domain_type,
+        metadata_ns=METADATA_NS,
+        name=domain_name(plan.container_id),
+        container_id=plan.container_id,
+        accelerator=accelerator.kind,
+        accelerator_reason=accelerator.reason,
+        memory_mib=plan.memory_mib,
+        vcpus=plan.vcpus,
+        machine="pc",
+        kernel=files.kernel,
+        initrd=files.initrd,
+        cmdline=kernel_cmdline(plan),
+        emulator=QEMU,
+        virtiofsd=VIRTIOFSD,
+        rootfs=files.rootfs,
+        nics=nics,
+        console_log=files.console_log,
+        ports=[{"name": name, "path": files.socket(name)} for name in PORTS],
+    )
+    validate_domain_xml(xml)
+    return xml
+
+
+def guest_config(plan: LaunchPlan, *, with_stdin: bool, nics: list[Nic]) -> bytes:
+    """The guest init's configuration: NUL-separated key, value pairs (see guest/init.c)."""
+    process = plan.process
+    pairs: list[tuple[str, str]] = [("arg", arg) for arg in process.args]
+    pairs += [("env", entry) for entry in process.env]
+    pairs += [("cwd", process.cwd), ("uid", str(process.uid)), ("gid", str(process.gid))]
+    pairs += [("group", str(gid)) for gid in process.groups]
+    pairs += [("hostname", plan.hostname), ("terminal", str(int(process.terminal)))]
+    pairs += [("stdin", str(int(with_stdin))), ("debug", str(int(plan.debug)))]
+    if process.rows and process.cols:
+        pairs += [("rows", str(process.rows)), ("cols", str(process.cols))]
+    for nic in nics[:1]:  # the guest init configures one interface
+        pairs += [("net-mac", nic.mac), ("net-addr", nic.address), ("net-prefix", str(nic.prefix))]
+        pairs += [("net-gateway", nic.gateway or ""), ("net-mtu", str(nic.mtu or 0))]
+    for key, value in pairs:
+        if "\0" in key or "\0" in value:
+            raise ValueError(f"NUL byte in {key}: {shlex.quote(value)}")
+    return b"".join(f"{key}\0{value}\0".encode() for key, value in pairs)
+
+
+def newc_archive(files: dict[str, bytes]) -> bytes:
+    """A cpio "newc" archive of regular files (and their directories), as the kernel unpacks it."""
+    entries: list[tuple[str, int, bytes]] = []
+    seen: set[str] = set()
+    for path, data in files.items():
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in seen:
+                seen.add(directory)
+                entries.append((directory, 0o040755, b""))
+        entries.append(("/".join(parts), 0o100644, data))
+    out = bytearray()
+    for inode, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+        encoded = name.encode() + b"\0"
+        fields = (inode, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        out += b"070701" + b"".join(f"{value:08x}".encode() for value in fields) + encoded
+        out += b"\0" * (-len(out) % 4)
+        out += data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out + b"\0" * (-len(out) % 512))
+
+
+def write_initrd(base: Path, config: bytes, dest: Path) -> None:
+    """The base initramfs with /virtainer/config appended (the kernel unpacks both, in order)."""
+    extra = gzip.compress(newc_archive({"virtainer/config": config}), mtime=0)
+    dest.write_bytes(base.read_bytes() + extra)
