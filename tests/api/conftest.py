@@ -50,10 +50,13 @@ class ApiServer:
 
 
 @contextlib.contextmanager
-def serving(directory: Path, *vms: str, token: str | None = None, port: int | None = None) -> Iterator[ApiServer]:
-    """`virtainer serve` in a subprocess; token None: let it generate one (read from its file)."""
+def serving(
+    directory: Path, *vms: str, token: str | None = None, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[ApiServer]:
+    """`virtainer serve` in a subprocess; token None: let it generate one (read from its file).
+    env: VIRTAINER_API_* settings for it."""
     port = port or free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VIRTAINER_API")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VIRTAINER_API")} | (env or {})
     if token:
         env["VIRTAINER_API_TOKEN"] = token
     token_file = directory / "api-token"

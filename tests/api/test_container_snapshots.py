@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +86,46 @@ def test_list_and_revert_after_a_new_docker_run(generic_image: str, tiny: TinyGu
     finally:
         http.close()
         second.remove()
+
+
+def _operation(http: httpx.Client) -> str | None:
+    operation: str | None = http.get("/v1/vms/vm").json()["operation"]
+    return operation
+
+
+def test_docker_stop_waits_for_a_revert_in_progress(generic_image: str, tiny: TinyGuest, snapshot_volume: Path) -> None:
+    """`docker stop` while the API reverts to a memory snapshot: the controller lets the revert
+    finish before it shuts the guest down and stops libvirtd; the diff is consistent after."""
+    token = "stop-" + secrets.token_hex(12)
+    container, http = run_vm(generic_image, tiny, snapshot_volume, token)
+    answers: list[httpx.Response | Exception] = []
+
+    def revert() -> None:
+        with httpx.Client(base_url=http.base_url, headers=http.headers, timeout=300) as own:
+            try:
+                answers.append(own.post("/v1/vms/vm/snapshots/mem-1/revert"))
+            except httpx.HTTPError as error:
+                answers.append(error)
+
+    try:
+        memory = {"name": "mem-1", "kind": "memory"}
+        assert http.post("/v1/vms/vm/snapshots", json=memory, timeout=300).status_code == 201
+        reverting = threading.Thread(target=revert, daemon=True)
+        reverting.start()
+        wait_until(lambda: _operation(http) == "revert", 60, "the revert to be in progress", interval_s=0.05)
+        container.stop(timeout_s=240)
+        reverting.join(60)
+        logs = container.logs()
+        assert answers and isinstance(answers[0], httpx.Response), f"{answers}\n{logs[-2000:]}"
+        assert answers[0].status_code == 200, answers[0].text
+        assert "waiting for the API's revert to finish" in logs
+        assert logs.index("waiting for the API's revert to finish") < logs.index("shutting the guest down")
+        assert container.exit_code() in (0, 3), logs[-2000:]  # shut down (or destroyed after the timeout)
+    finally:
+        http.close()
+        container.remove()
+    diffs = list(snapshot_volume.glob("*.qcow2"))
+    assert diffs, list(snapshot_volume.iterdir())
+    for diff in diffs:
+        checked = subprocess.run(["qemu-img", "check", "-q", str(diff)], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -22,7 +22,7 @@ def sha256(path: Path) -> str:
 
 
 def test_status_shows_state_resources_readiness_and_diff(api: ApiServer, tiny_vm: TinyVm) -> None:
-    with api.client(token=None) as http:
+    with api.client() as http:
         listed = http.get("/v1/vms").json()
         one = http.get(f"/v1/vms/{tiny_vm.name}").json()
     assert [vm["name"] for vm in listed] == [tiny_vm.name]
@@ -103,7 +103,9 @@ def test_event_stream_reports_operations_and_lifecycle(api: ApiServer, tiny_vm: 
     connected = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{api.url}/v1/events", params={"vm": tiny_vm.name}, timeout=60) as stream:
+        query = {"vm": tiny_vm.name}
+        with api.client(timeout=60) as http, http.stream("GET", "/v1/events", params=query) as stream:
+            assert stream.status_code == 200
             for line in stream.iter_lines():
                 connected.set()
                 if line.startswith("data: "):
@@ -146,7 +148,8 @@ def test_cli_mirror_against_the_api_and_local_libvirt(api: ApiServer, tiny_vm: T
     assert "from-cli" in local.stdout
     assert cli("snapshot", "create", tiny_vm.name, "--name", "from-cli", *remote).returncode == 4  # conflict
     assert cli("snapshot", "list", "no-such-vm", *remote).returncode == 5
-    assert cli("snapshot", "list", tiny_vm.name, "--api", api.url, "--token", "wrong").returncode == 0  # reads open
+    refused = cli("snapshot", "list", tiny_vm.name, "--api", api.url, "--token", "wrong")  # reads need it too
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "token" in refused.stderr
     assert cli("snapshot", "delete", tiny_vm.name, "from-cli", "--api", api.url, "--token", "wrong").returncode == 1
     assert cli("snapshot", "delete", tiny_vm.name, "from-cli").returncode == 0  # local
     assert "from-cli" not in cli("snapshot", "list", tiny_vm.name, *remote).stdout

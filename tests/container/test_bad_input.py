@@ -90,6 +90,11 @@ CASES = [
     Case("boot-timeout-nan", "VIRTAINER_BOOT_TIMEOUT='nan'", {"VIRTAINER_BOOT_TIMEOUT": "nan"}),
     Case("lan-reserved", "VM_GUEST_LAN='240.0.0.0/24'", {"VM_GUEST_LAN": "240.0.0.0/24"}, network="default"),
     Case("read-only-volume", "is on a read-only file system", read_only_volume=True),
+    # the REST API's settings, checked before the VM starts (not only once it runs)
+    Case("api-token-placeholder", "VIRTAINER_API_TOKEN='***'", {"VIRTAINER_API_TOKEN": "changeme"}),
+    Case("api-listen-not-an-address", "VIRTAINER_API_LISTEN='everywhere'", {"VIRTAINER_API_LISTEN": "everywhere"}),
+    Case("api-listen-not-ours", "VIRTAINER_API_LISTEN='10.255.255.1'", {"VIRTAINER_API_LISTEN": "10.255.255.1"}),
+    Case("api-public-reads", "VIRTAINER_API_PUBLIC_READS='maybe'", {"VIRTAINER_API_PUBLIC_READS": "maybe"}),
 ]
 
 

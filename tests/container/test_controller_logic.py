@@ -181,3 +181,21 @@ def test_log_lines_start_on_their_own_line_after_console_output() -> None:
     assert lines[1].startswith("[virtainer ") and lines[1].endswith(
         "] stage ip: 192.168.122.2 (lease), 51.2 s after domain start"
     )
+
+
+def test_guard_rules_close_the_control_ports_to_the_guest_only() -> None:
+    api = network.ReservedPort("tcp", (8470, 8470), "REST API")
+    vnc = network.ReservedPort("tcp", (5900, 5900), "VNC")
+    net = network.GuestNetwork(LAN, MAC, reserved=RESERVED, guarded=(api, vnc))
+    assert network.guard_rules(net) == [
+        ["-A", "VIRTAINER-INPUT", "-i", "virtainer0", "-p", "tcp", "--dport", "8470", "-j", "REJECT",
+         "--reject-with", "tcp-reset"],
+        ["-A", "VIRTAINER-INPUT", "-i", "virtainer0", "-p", "tcp", "--dport", "5900", "-j", "REJECT",
+         "--reject-with", "tcp-reset"],
+    ]  # fmt: skip
+    assert all(network.rule_table(rule) == "filter" for rule in network.guard_rules(net))
+    assert network.guard_rules(network.GuestNetwork(LAN, MAC, reserved=RESERVED)) == []  # opened
+    assert controller_config({}).guest_control_access is False
+    assert controller_config({"VIRTAINER_GUEST_CONTROL_ACCESS": "yes"}).guest_control_access is True
+    with pytest.raises(ConfigError, match="VIRTAINER_GUEST_CONTROL_ACCESS='maybe'"):
+        controller_config({"VIRTAINER_GUEST_CONTROL_ACCESS": "maybe"})

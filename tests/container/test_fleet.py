@@ -8,6 +8,7 @@ label keeps other developers' containers on this engine out of the listing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from virtainer.orchestration import needs
 pytestmark = pytest.mark.container
 
 VM_NAMES = ("alpha", "beta", "gamma")
+TOKEN = "fleet-" + uuid.uuid4().hex  # every route but health needs it: the fleet shares one
 
 
 def api_url(container: Container) -> str:
@@ -46,7 +48,7 @@ def three(generic_image: str, tiny: TinyGuest, label: str) -> Iterator[list[Cont
         for vm in VM_NAMES:
             volume = new_volume(f"fleet-{vm}")
             volumes.append(volume)
-            env = {"VIRTAINER_NETWORK": "none", "VM_NAME": vm}
+            env = {"VIRTAINER_NETWORK": "none", "VM_NAME": vm, "VIRTAINER_API_TOKEN": TOKEN}
             if vm == VM_NAMES[-1]:  # the last one's API lists the other two as well
                 env["VIRTAINER_API_PEERS"] = " ".join(api_url(c) for c in containers)
             options = tiny_options(tiny, volume, **env)
@@ -63,7 +65,8 @@ def three(generic_image: str, tiny: TinyGuest, label: str) -> Iterator[list[Cont
 
 def status(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "virtainer.cli", "status", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    env = {**os.environ, "VIRTAINER_API_TOKEN": TOKEN}  # --docker reads it from the containers themselves
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 def test_status_over_docker_labels_lists_all_three(three: list[Container], label: str) -> None:
@@ -110,6 +113,7 @@ def test_a_fleet_file_with_tokens_must_be_private(tmp_path: Path) -> None:
 
 def test_the_api_lists_its_peers_vms_too(three: list[Container]) -> None:
     url = f"{api_url(three[2])}/v1/fleet"
-    members = wait_until(lambda: httpx.get(url, timeout=10).json(), 30, "GET /v1/fleet")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    members = wait_until(lambda: httpx.get(url, headers=headers, timeout=10).json(), 30, "GET /v1/fleet")
     assert [m["source"] for m in members] == ["self", api_url(three[0]), api_url(three[1])]
     assert [m["vms"][0]["name"] for m in members] == [VM_NAMES[2], VM_NAMES[0], VM_NAMES[1]]

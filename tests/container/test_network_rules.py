@@ -163,16 +163,16 @@ def test_explicit_rules_forward_only_their_ports_and_survive_a_restart(
         # guest -> 10.99.0.1:80 is carried to the outside listener, masqueraded as the container
         assert guest_line(container, "GUEST-CHECK 10.99.0.1:80") == f"ok {outside.token}"
         assert (address, b"GUEST-SAYS-HI\n") in outside.peers
-        # without isolation the guest reaches the container itself (its API, at the LAN's gateway)
-        assert guest_line(container, f"GUEST-CHECK 192.168.199.1:{API_PORT}").startswith("ok HTTP/1.1 400")
+        # even without isolation the guest never reaches its container's API (at the LAN's gateway)
+        assert guest_line(container, f"GUEST-CHECK 192.168.199.1:{API_PORT}") == "fail"
         logs = container.logs()
         assert "ports to the guest: tcp:8080->80, udp:5353->53" in logs
         assert "guest LAN 192.168.199.0/24, guest address 192.168.199.2, MAC 52:54:00:ab:cd:ef" in logs
 
         rules = virtainer_rules(container)
         # 4 jumps into our chains; the forward, 2 RETURNs (the guest's own traffic, not for us),
-        # one DNAT per rule; the masquerade
-        assert len(rules) == 10, rules
+        # one DNAT per rule; the masquerade; the guest's way to the API, closed
+        assert len(rules) == 11, rules
         assert sum("--dport 8080" in rule for rule in rules) == 1
         docker("restart", "-t", "30", container.name, timeout=120)
         container.wait_log(r"(?s)GUEST-READY.*GUEST-READY", timeout_s=BOOT_S)
@@ -261,11 +261,13 @@ def test_without_net_admin_user_mode_networking_carries_traffic(
 ) -> None:
     """Plain `docker run` (no capability): QEMU's user-mode networking, said in the log; the guest
     reaches the outside listener; TCP and UDP redirects reach the guest; its LAN is the same kind
-    of private subnet with the guest at .2."""
+    of private subnet with the guest at .2. The guest's way to the REST API (QEMU connects from
+    inside the container, for 10.0.2.2-style host addresses) is refused before anything is read."""
+    api_via_host = f"192.168.196.1:{API_PORT}"  # the LAN's gateway: QEMU's host address
     container = boot(
         generic_image, tiny, volume, "usermode", caps=(),
-        VIRTAINER_CMDLINE=cmdline(listen="udp:53", check=outside.endpoint),
-        VIRTAINER_PORTS="tcp:2222:22 udp:5353:53",
+        VIRTAINER_CMDLINE=cmdline(listen="udp:53", check=f"{outside.endpoint},{api_via_host}"),
+        VIRTAINER_PORTS="tcp:2222:22 udp:5353:53", VM_GUEST_LAN="192.168.196.0/24",
     )  # fmt: skip
     try:
         logs = container.logs()
@@ -278,6 +280,8 @@ def test_without_net_admin_user_mode_networking_carries_traffic(
         assert wait_until(lambda: banner(address, 2222), 30, "tcp:2222 -> guest:22").startswith(TINY_BANNER)
         assert wait_until(lambda: udp_reply(address, 5353, b"hi"), 30, "udp:5353 -> guest:53") == b"TINY-UDP-53 hi"
         assert tcp_reply(address, 22) == b""  # not forwarded
+        assert guest_line(container, f"GUEST-CHECK {api_via_host}").startswith("ok HTTP/1.1 403")
+        assert tcp_reply(address, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
     finally:
         container.remove()
 
@@ -293,3 +297,28 @@ def test_without_net_admin_and_without_rules_ssh_is_forwarded_and_said(
         assert wait_until(lambda: banner(address), 30, "tcp:22 -> guest:22").startswith(TINY_BANNER)
     finally:
         container.remove()
+
+
+def test_the_guest_reaches_neither_the_api_nor_vnc_of_its_container_unless_opened(
+    generic_image: str, tiny: TinyGuest, volume: Path
+) -> None:
+    """By default the guest's connections to the container's REST API and VNC ports are refused
+    (at the gateway address as at any other of the container's); clients outside still reach
+    both. VIRTAINER_GUEST_CONTROL_ACCESS=1 opens them to the guest."""
+    checks = f"192.168.197.1:{API_PORT},192.168.197.1:5999"
+    env = {"VIRTAINER_CMDLINE": cmdline(check=checks), "VM_GUEST_LAN": "192.168.197.0/24", "VM_GUEST_VNC": "1"}
+    closed = boot(generic_image, tiny, volume, "guarded", **env)
+    try:
+        assert guest_line(closed, f"GUEST-CHECK 192.168.197.1:{API_PORT}") == "fail"
+        assert guest_line(closed, "GUEST-CHECK 192.168.197.1:5999") == "fail"
+        assert tcp_reply(closed.ip, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert tcp_reply(closed.ip, 5999).startswith(b"RFB 003.")  # from outside: as before
+        assert "the guest cannot reach tcp/8470 (REST API), tcp/5999 (VNC)" in closed.logs()
+    finally:
+        closed.remove()
+    opened = boot(generic_image, tiny, volume, "opened", VIRTAINER_GUEST_CONTROL_ACCESS="1", **env)
+    try:
+        assert guest_line(opened, f"GUEST-CHECK 192.168.197.1:{API_PORT}").startswith("ok HTTP/1.1 ")
+        assert guest_line(opened, "GUEST-CHECK 192.168.197.1:5999").startswith("ok RFB 003.")
+    finally:
+        opened.remove()

@@ -7,21 +7,24 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import virtainer
-from virtainer.api.auth import resolve_token
+from virtainer.api.auth import bearer, resolve_token
 from virtainer.api.backend import Backend, OnReady
-from virtainer.api.errors import install_error_handlers
+from virtainer.api.errors import install_error_handlers, responses
 from virtainer.api.events import EventHub
+from virtainer.api.gate import Gate
 from virtainer.api.routes import events, fleet, guest, health, snapshots, vms
 from virtainer.api.settings import ApiSettings
 
 DESCRIPTION = """Start, stop, snapshot and revert virtainer VMs over HTTP.
 
-Reads are open; every mutating route needs `Authorization: Bearer <token>`. Errors always have
-the shape `{"error": {"code": ..., "message": ..., "hint": ...}}`. Conflicting operations on one VM
-are refused with 409 while another one runs.
+Every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, reads included
+(VIRTAINER_API_PUBLIC_READS=1 opens the GET routes). The token is checked before the body is read;
+bodies over the limit are refused (413) while they stream. Errors always have the shape
+`{"error": {"code": ..., "message": ..., "hint": ...}}`. Conflicting operations on one VM are
+refused with 409 while another one runs.
 """
 
 
@@ -56,6 +59,16 @@ def create_app(
     app.state.backend = backend
     app.state.token = resolve_token(settings, announce)
     install_error_handlers(app)
-    for module in (health, vms, fleet, snapshots, guest, events):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (vms, fleet, snapshots, guest, events):  # the gate checks the token; this documents it
+        app.include_router(module.router, dependencies=[Depends(bearer)], responses=responses(401, 408, 413, 503))
+    app.add_middleware(
+        Gate,
+        token=lambda: app.state.token,
+        public_reads=settings.public_reads,
+        max_body_bytes=settings.max_body_bytes,
+        max_requests=settings.max_requests,
+        max_event_streams=settings.max_event_streams,
+        body_timeout_s=settings.body_timeout_s,
+    )
     return app

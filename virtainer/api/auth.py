@@ -1,16 +1,19 @@
-"""Bearer tokens: one per server, from the settings or generated once and kept 0600."""
+"""Bearer tokens: one per server, from the settings or generated once and kept 0600.
+
+`check_credentials` is the one place a request's credentials are judged: the gate (gate.py)
+calls it with the request's headers before a byte of the body is read. Another kind of
+credential (a session cookie) belongs here too, beside the bearer token.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from virtainer.api.settings import ApiSettings
 from virtainer.errors import AuthError
@@ -18,8 +21,9 @@ from virtainer.files import write_atomic
 
 bearer = HTTPBearer(
     auto_error=False,
-    description="Mutating routes need `Authorization: Bearer <token>` (VIRTAINER_API_TOKEN, or "
-    "the token the server generated and printed once at start).",
+    description="Every route but /healthz and /readyz needs `Authorization: Bearer <token>` "
+    "(VIRTAINER_API_TOKEN, or the token the server generated and printed once at start); "
+    "VIRTAINER_API_PUBLIC_READS=1 opens the GET routes.",
 )
 
 
@@ -48,13 +52,14 @@ def _write_private(path: Path, text: str) -> None:
     write_atomic(path, text, mode=0o600)
 
 
-def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """No token, no mutation. Compared in constant time."""
-    if credentials is None:
-        raise AuthError("this operation needs a bearer token", hint="send Authorization: Bearer <token>")
-    expected: str = request.app.state.token
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+def check_credentials(headers: Mapping[bytes, bytes], expected: str) -> None:
+    """Raise AuthError unless the request carries the right token. Headers are raw ASGI header
+    names (lower case) and values. Compared in constant time."""
+    authorization = headers.get(b"authorization")
+    if authorization is None:
+        raise AuthError("this route needs a bearer token", hint="send Authorization: Bearer <token>")
+    scheme, _, credentials = authorization.partition(b" ")
+    if scheme.lower() != b"bearer" or not credentials.strip():
+        raise AuthError("this route needs a bearer token", hint="send Authorization: Bearer <token>")
+    if not hmac.compare_digest(credentials.strip(), expected.encode()):
         raise AuthError("the bearer token is not valid")

@@ -1,6 +1,8 @@
 """What the routes call: blocking core calls in a thread pool, one operation per VM at a time.
 
 - Every libvirt call runs in a dedicated thread pool, never on the event loop.
+- Readiness waits (up to the boot timeout after each start or revert) run on a thread of their
+  own per VM, never in that pool; a new start or revert cancels the previous wait.
 - `OperationGuard` admits one mutating operation per VM; a second one gets ConflictError (409)
   at once, naming the one in progress. It is thread-safe, so the container controller can hold
   it too (e.g. around `docker stop`), and it tells the controller which power-offs were asked for.
@@ -27,6 +29,7 @@ from virtainer.api.settings import ApiSettings
 from virtainer.errors import ConflictError, NotFoundError, VirtainerError
 from virtainer.hypervisor import Hypervisor
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
+from virtainer.spec import VmSpec
 
 T = TypeVar("T")
 STALE_FACTOR = 3  # a cached status older than this many TTLs is never served
@@ -38,9 +41,10 @@ class OperationGuard:
     """At most one mutating operation per VM; thread-safe."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._running: dict[str, tuple[str, float]] = {}
         self._off_on_request: set[str] = set()
+        self._closing = False
 
     def off_on_request(self, vm: str) -> bool:
         """The VM is off because an operation asked for it (stop, destroy, a revert), or one is
@@ -60,9 +64,22 @@ class OperationGuard:
             entry = self._running.get(vm)
         return entry[0] if entry else None
 
+    def drain(self, timeout_s: float) -> list[str]:
+        """Admit no new operation and wait, at most timeout_s, for those in progress to end (the
+        container stopping must not cut a revert or a memory snapshot in half). Returns the
+        operations still running at the deadline (empty: all ended)."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._closing = True
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._lock.wait(left)
+            return [f"{operation} of {vm}" for vm, (operation, _since) in self._running.items()]
+
     @contextlib.contextmanager
     def hold(self, vm: str, operation: str) -> Iterator[None]:
         with self._lock:
+            if self._closing:
+                raise ConflictError(f"cannot {operation} VM '{vm}': the server is stopping")
             if vm in self._running:
                 other, since = self._running[vm]
                 raise ConflictError(
@@ -75,6 +92,7 @@ class OperationGuard:
         finally:
             with self._lock:
                 self._running.pop(vm, None)
+                self._lock.notify_all()
 
 
 OnReady = Callable[[str, Readiness], None]
@@ -94,7 +112,9 @@ class Backend:
         self._encoded: dict[str, tuple[models.VmPublic, bytes]] = {}
         self._generation: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[models.VmPublic]] = {}
-        self._readiness_stop = threading.Event()
+        self._readiness_waits: dict[str, threading.Event] = {}  # vm -> cancels its current wait
+        self._readiness_lock = threading.Lock()
+        self._closed = False
         self._guest_facts: dict[str, tuple[float, models.GuestFacts | None]] = {}
 
     # -- libvirt connection --------------------------------------------------------------------
@@ -119,7 +139,10 @@ class Backend:
         return await loop.run_in_executor(self._executor, lambda: call(self.hypervisor(), *args))
 
     def close(self) -> None:
-        self._readiness_stop.set()
+        with self._readiness_lock:
+            self._closed = True
+            for cancel in self._readiness_waits.values():
+                cancel.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._hv_lock:
             if self._hv is not None:
@@ -244,10 +267,20 @@ class Backend:
 
     def track_readiness(self, vm: str) -> None:
         """After a (re)start: record readiness stages (readiness.json), publish them as events, and
-        call on_ready once every wanted stage is reached."""
-        self._executor.submit(self._wait_ready, vm)
+        call on_ready once every wanted stage is reached. On a thread of the VM's own, so that
+        waits never occupy the threads that serve requests; the previous wait is cancelled."""
+        cancel = threading.Event()
+        with self._readiness_lock:
+            if self._closed:
+                return
+            previous = self._readiness_waits.get(vm)
+            if previous is not None:
+                previous.set()
+            self._readiness_waits[vm] = cancel
+        waiter = threading.Thread(target=self._wait_ready, args=(vm, cancel), name=f"readiness-{vm}", daemon=True)
+        waiter.start()
 
-    def _wait_ready(self, vm: str) -> None:
+    def _wait_ready(self, vm: str, cancel: threading.Event) -> None:
         try:
             hv = self.hypervisor()
             state_dir = hv.metadata(vm).get("state-dir")
@@ -257,6 +290,8 @@ class Backend:
             record = Path(state_dir) / "readiness.json" if state_dir else None
 
             def on_stage(stage: StageRecord) -> None:
+                if cancel.is_set():
+                    return  # a newer start's wait owns the record now
                 if record is not None:
                     record.write_text(readiness.to_json())
                 self._invalidate(vm)
@@ -265,12 +300,16 @@ class Backend:
 
             if record is not None:
                 record.write_text(readiness.to_json())
-            stop = self._readiness_stop
-            wait_until_ready(hv, vm, readiness, timeout_s=600, on_stage=on_stage, stop=stop)
-            if readiness.ready and self.on_ready is not None:
+            timeout_s = VmSpec.boot_timeout_s  # the default: a definition does not record its VM's own
+            wait_until_ready(hv, vm, readiness, timeout_s=timeout_s, on_stage=on_stage, stop=cancel)
+            if readiness.ready and not cancel.is_set() and self.on_ready is not None:
                 self.on_ready(vm, readiness)
         except (VirtainerError, OSError) as error:  # the VM stopped or never got ready
             log.info("readiness of %s: %s", vm, error)
+        finally:
+            with self._readiness_lock:
+                if self._readiness_waits.get(vm) is cancel:
+                    del self._readiness_waits[vm]
 
 
 def _with_operation(status: models.VmPublic, operation: str | None) -> models.VmPublic:

@@ -10,12 +10,13 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virtainer.errors import EXIT_OK
+from virtainer.errors import EXIT_OK, ConfigError
 from virtainer.spec import timeout_argument
 
 if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of these commands runs
@@ -25,6 +26,8 @@ if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of 
     from virtainer.api.client import VmClient
 
 Command = Callable[[argparse.Namespace], int]
+SERVE_FLAGS = {"listen": "--listen", "port": "--port", "token_file": "--token-file"}
+NAME_RULE = "1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
@@ -62,10 +65,11 @@ def _vm_command(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from virtainer.api.server import main  # FastAPI and uvicorn only when serving
-    from virtainer.api.settings import ApiSettings
+    from virtainer.api.settings import ENV_NAMES, ApiSettings
 
     overrides = {"listen": args.listen, "port": args.port, "token_file": args.token_file, "libvirt_uri": args.connect}
-    settings = ApiSettings.from_env(**overrides, vms=tuple(args.vms) if args.vms else None)
+    settings = ApiSettings.from_env(flags=SERVE_FLAGS, **overrides, vms=tuple(args.vms) if args.vms else None)
+    settings.check_listen({**ENV_NAMES, **{key: flag for key, flag in SERVE_FLAGS.items() if overrides.get(key)}})
     sys.stderr.write(f"virtainer api: serving on http://{settings.listen}:{settings.port} (docs at /docs)\n")
     return main(settings)
 
@@ -86,7 +90,18 @@ def _client(args: argparse.Namespace) -> Iterator[VmClient]:
         yield LocalClient(hv)
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """VM and snapshot names are checked here, before any call: a name is part of a URL path on
+    the remote path (`../x` would name another route), and invalid input is one line, exit 2."""
+    from virtainer.api.models import NAME_PATTERN
+
+    for setting, value in (("VM name", args.name), ("snapshot name", getattr(args, "snapshot", None))):
+        if value is not None and not re.fullmatch(NAME_PATTERN, value):
+            raise ConfigError(setting, value, NAME_RULE)
+
+
 def cmd_power(args: argparse.Namespace) -> int:
+    _check_names(args)
     with _client(args) as client:
         if args.command == "start":
             result = client.start(args.name)
@@ -105,13 +120,19 @@ def _describe_operation(result: models.OperationResult) -> str:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    _check_names(args)
     with _client(args) as client:
         action = args.snapshot_command
         if action == "create":
+            from pydantic import ValidationError
+
             from virtainer.api import models
 
             kind = "memory" if args.memory else "disk"
-            request = models.SnapshotCreate(name=args.snapshot, kind=kind, description=args.description)
+            try:
+                request = models.SnapshotCreate(name=args.snapshot, kind=kind, description=args.description)
+            except ValidationError as error:  # the name is checked already: the description
+                raise ConfigError("--description", args.description, error.errors()[0]["msg"]) from None
             created = client.create_snapshot(args.name, request)
             _print(args, created, f"snapshot '{created.name}' ({created.kind}) of VM '{args.name}' created")
         elif action == "list":

@@ -1,7 +1,8 @@
 """The API inside the virtainer container: the few calls the controller makes.
 
     ports = controller_ports + container.reserved_ports(environ)   # never forwarded to the guest
-    api = container.start(environ, spec.name, sink.line)            # after machine.up
+    settings = container.check(environ, spec.name)                  # before anything starts
+    api = container.start(environ, spec.name, sink.line, settings=settings)  # after machine.up
     ... in supervision: if the VM is off and container.off_on_request(api, name): keep running
     ... at the end: container.stop(api)
 
@@ -21,6 +22,7 @@ from virtainer.errors import ConfigError, VirtainerError
 
 if TYPE_CHECKING:
     from virtainer.api.server import ServerHandle
+    from virtainer.api.settings import ApiSettings
     from virtainer.readiness import Readiness
 
 CONTAINER_LISTEN = "0.0.0.0"  # reachable at the container's address (-p publishes it)
@@ -46,26 +48,43 @@ def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:
     return (int(text),)
 
 
+def check(environ: Mapping[str, str], vm: str) -> ApiSettings | None:
+    """The API's settings, checked before the VM starts: an invalid token or listen address, or
+    a port another process holds, stops the container (one line, exit 2) instead of leaving a
+    VM without its API. None: the API is off, or its packages are missing (start() says so)."""
+    if not enabled(environ):
+        return None
+    try:
+        from virtainer.api.settings import ApiSettings
+    except ImportError:
+        return None
+    listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
+    settings = ApiSettings.from_env({**environ, "VIRTAINER_API_LISTEN": listen}, vms=(vm,))
+    settings.check_listen()
+    return settings
+
+
 def start(
     environ: Mapping[str, str],
     vm: str,
     announce: Callable[[str], None],
     on_ready: Callable[[str, Readiness], None] | None = None,
+    settings: ApiSettings | None = None,
 ) -> ServerHandle | None:
-    """Serve the API for `vm` on a daemon thread. A VM without its API is still a VM: a failure
-    to start is announced, not fatal. on_ready(vm, readiness): the VM got ready again after a
-    start or revert through the API (the container marks itself healthy again)."""
+    """Serve the API for `vm` on a daemon thread, with the settings check() returned (checked
+    again when not given). A VM without its API is still a VM: a failure to start is announced,
+    not fatal. on_ready(vm, readiness): the VM got ready again after a start or revert through
+    the API (the container marks itself healthy again)."""
     if not enabled(environ):
         return None
     try:  # FastAPI, uvicorn and pydantic only when the API is wanted
         from virtainer.api.server import run_in_thread
-        from virtainer.api.settings import ApiSettings
     except ImportError as error:
         announce(f"REST API unavailable ({error}); the VM runs without it")
         return None
     try:
-        listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
-        wanted = ApiSettings.from_env(environ, listen=listen, vms=(vm,))
+        wanted = settings or check(environ, vm)
+        assert wanted is not None
         handle = run_in_thread(wanted, announce=announce, on_ready=on_ready)
     except VirtainerError as error:
         announce(f"REST API not started: {error}")
@@ -76,6 +95,16 @@ def start(
 
 def off_on_request(handle: ServerHandle | None, vm: str) -> bool:
     return handle is not None and handle.guard.off_on_request(vm)
+
+
+def operation_in_progress(handle: ServerHandle | None, vm: str) -> str | None:
+    return handle.guard.current(vm) if handle is not None else None
+
+
+def finish_operations(handle: ServerHandle | None, timeout_s: float) -> list[str]:
+    """Before the container stops its VM: let API operations in progress end (no new ones start),
+    within timeout_s. Returns those still running at the deadline."""
+    return handle.guard.drain(timeout_s) if handle is not None else []
 
 
 def stop(handle: ServerHandle | None) -> None:

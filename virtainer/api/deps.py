@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from virtainer.api.auth import require_token
 from virtainer.api.backend import Backend
 from virtainer.api.models import NAME_PATTERN
 
@@ -19,4 +18,3 @@ def get_backend(request: Request) -> Backend:
 BackendDep = Annotated[Backend, Depends(get_backend)]
 VmName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="VM (domain) name")]
 SnapName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="snapshot name")]
-Authorized = Depends(require_token)

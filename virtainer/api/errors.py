@@ -6,6 +6,7 @@ nowhere else. Request validation, unknown routes and unexpected bugs get the sam
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -33,11 +34,14 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
 
 _DESCRIPTIONS = {
     401: "missing or invalid bearer token",
+    408: "the request's headers or body came too slowly",
+    413: "the body is larger than the limit",
+    429: "too many event streams are open",
     404: "unknown VM or snapshot",
     409: "the VM is in the wrong state, or busy with another operation",
     422: "invalid input",
     500: "libvirt or QEMU failed",
-    503: "not ready",
+    503: "not ready, or too many requests in progress",
 }
 
 
@@ -56,10 +60,18 @@ def error_code(error: errors.VirtainerError) -> str:
     return "internal"
 
 
+def error_body(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "hint": hint}}
+
+
+def error_bytes(code: str, message: str, hint: str | None = None) -> bytes:
+    """The same shape, encoded: for answers given below FastAPI (gate.py, protocol.py)."""
+    return json.dumps(error_body(code, message, hint)).encode()
+
+
 def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="virtainer"'} if status == 401 else None
-    body = {"error": {"code": code, "message": message, "hint": hint}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message, hint), status_code=status, headers=headers)
 
 
 async def _virtainer_error(_request: Request, error: Exception) -> JSONResponse:

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from virtainer.api.app import create_app
 from virtainer.api.backend import Backend, OnReady, OperationGuard
+from virtainer.api.protocol import ConnectionLimits, protocol_class, raise_open_file_limit
 from virtainer.api.settings import ApiSettings
 from virtainer.errors import VirtainerError
 
@@ -28,10 +29,14 @@ GRACEFUL_SHUTDOWN_S = 3  # open event streams never end by themselves
 
 
 def build_server(settings: ApiSettings, app: FastAPI | None = None) -> uvicorn.Server:
+    limits = ConnectionLimits(
+        raise_open_file_limit(settings.max_connections), settings.header_timeout_s, settings.refuse_local_peers
+    )
     config = uvicorn.Config(
         app or create_app(settings),
         host=settings.listen,
         port=settings.port,
+        http=protocol_class(limits),  # connection cap and slow-client timeouts (protocol.py)
         access_log=False,  # one line per GET under a 200-client poll costs more than the GET
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

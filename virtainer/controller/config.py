@@ -122,6 +122,8 @@ class ControllerConfig:
     # the guest (VIRTAINER_RESERVED_PORTS, formerly VIRTAINER_CONTROLLER_PORTS)
     reserved_ports: tuple[tuple[Protocol, PortRange], ...] = ()
     console_log: bool = True  # mirror the serial console into docker logs
+    # the guest may reach the REST API and VNC of its own container (VIRTAINER_GUEST_CONTROL_ACCESS)
+    guest_control_access: bool = False
     run_dir: Path = RUN_DIR
     libvirtd_log: Path = Path("/var/log/libvirt/libvirtd.log")
     libvirtd_start_timeout_s: float = 120.0
@@ -145,4 +147,7 @@ def controller_config(environ: Mapping[str, str]) -> ControllerConfig:
         uri=environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system",
         reserved_ports=reserved[0] if reserved else (),
         console_log=_parse_flag(console_text, "VIRTAINER_CONSOLE_LOG"),
+        guest_control_access=_parse_flag(
+            environ.get("VIRTAINER_GUEST_CONTROL_ACCESS", "0"), "VIRTAINER_GUEST_CONTROL_ACCESS"
+        ),
     )

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 MONITOR_INTERVAL_S = 1.0
 HEALTH_PROBE_INTERVAL_S = 10.0  # how often wait_for's exec:CMD is run once the VM is ready
 PROBE_FAILURES = 3
+CONTROL_PORTS = ("REST API", "VNC")  # reserved ports the guest itself may not reach
 OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
 
 
@@ -130,7 +131,12 @@ class Controller:
         self.sink.line(f"virtainer {__version__} controller starting")
         spec = self._resolve_spec()
         api_ports = api_container.reserved_ports(self.environ)  # a bad VIRTAINER_API_PORT stops us here
+        api_settings = api_container.check(self.environ, spec.name)  # so do a bad token or listen address
         spec = self.spec = self._preflight(spec, self._reserved_ports(spec, api_ports))
+        if api_settings is not None and spec.network.mode == "user" and not self.config.guest_control_access:
+            # QEMU makes the guest's connections (to 10.0.2.2, or to our address) from here
+            api_settings = api_settings.model_copy(update={"refuse_local_peers": True})
+            self.sink.line("user-mode networking: the REST API refuses connections from inside the container")
         self.daemon = libvirtd(self.config.libvirtd_log)
         clear_runtime_state()
         self.daemon.start()
@@ -151,7 +157,11 @@ class Controller:
             self.console.start()
         self._report_started(plan, result)
         self.api = api_container.start(
-            self.environ, spec.name, self.sink.line, on_ready=lambda _vm, readiness: self.ready_file.mark(readiness)
+            self.environ,
+            spec.name,
+            self.sink.line,
+            on_ready=lambda _vm, readiness: self.ready_file.mark(readiness),
+            settings=api_settings,
         )
         self.readiness = result.readiness
         threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
@@ -215,8 +225,9 @@ class Controller:
         preflight.check_network_capabilities(caps)
         spec = machine.with_nic_mac(spec_with(spec, network=net))
         assert net.lan is not None and spec.mac_address is not None
+        guarded = () if self.config.guest_control_access else tuple(p for p in reserved if p.why in CONTROL_PORTS)
         self.guest_network = network.GuestNetwork(
-            net.lan, spec.mac_address, net.ports, net.forwards, net.restrict, reserved
+            net.lan, spec.mac_address, net.ports, net.forwards, net.restrict, reserved, guarded
         )
         network.write_autostart_network(network.network_xml(self.guest_network))
         self.sink.line(f"guest LAN {net.lan}, guest address {self.guest_network.guest_ip}, MAC {spec.mac_address}")
@@ -229,6 +240,9 @@ class Controller:
             self.sink.line(f"guest forwards: {', '.join(forward.describe() for forward in net.forwards)}")
         if net.restrict:
             self.sink.line("guest isolated: it reaches nothing but its forwards; inbound ports still reach it")
+        if guarded:
+            closed = ", ".join(port.describe() for port in guarded)
+            self.sink.line(f"the guest cannot reach {closed} (VIRTAINER_GUEST_CONTROL_ACCESS=1 opens them)")
         return spec
 
     def _user_mode_fallback(
@@ -394,7 +408,14 @@ class Controller:
         if not self.daemon.alive():
             self._restart_libvirtd()
         assert self.hv is not None
+        started = time.monotonic()
         timeout = self.spec.stop_timeout_s
+        if operation := api_container.operation_in_progress(self.api, self.spec.name):
+            self.sink.line(f"waiting for the API's {operation} to finish")
+        unfinished = api_container.finish_operations(self.api, timeout)  # a revert is not cut in half
+        if unfinished:
+            self.sink.line(f"warning: still running after {timeout:.0f} s: {', '.join(unfinished)}")
+        timeout = max(1.0, timeout - (time.monotonic() - started))
         self.sink.line(f"shutting the guest down (guest agent, then ACPI; at most {timeout:.0f} s)")
         result = machine.stop(self.hv, self.spec.name, timeout)
         if result.graceful:

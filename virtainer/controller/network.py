@@ -11,7 +11,10 @@ are flushed and filled again at every start and removed at the end (a restart ne
   The guest's forwards are here too: a guest connection to TARGET:PORT goes to REAL:PORT.
 - `VIRTAINER-MASQ` (nat POSTROUTING): the guest's own outbound traffic leaves with the container's
   address (masquerade); traffic towards the guest is never source-NATed.
-- `VIRTAINER-FWD` (filter FORWARD) and `VIRTAINER-INPUT` (filter INPUT), only when the guest is
+- `VIRTAINER-INPUT` (filter INPUT), always: the guest reaches none of the container's control
+  ports (the REST API, VNC) at any address of the container (its gateway included), unless
+  VIRTAINER_GUEST_CONTROL_ACCESS=1 opens them (`guarded` empty).
+- `VIRTAINER-FWD` (filter FORWARD) and more of `VIRTAINER-INPUT`, only when the guest is
   isolated: from the guest LAN, only replies, the guest's own forwards and DHCP pass.
 
 The guest LAN is chosen to overlap none of the container's routes, nor Docker's default
@@ -88,6 +91,7 @@ class GuestNetwork:
     forwards: tuple[GuestForward, ...] = ()
     restrict: bool = False
     reserved: tuple[ReservedPort, ...] = ()
+    guarded: tuple[ReservedPort, ...] = ()  # container ports the guest itself may not reach
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -213,6 +217,16 @@ def masquerade_rules(net: GuestNetwork) -> list[list[str]]:
     return [["-A", MASQ_CHAIN, "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE"]]
 
 
+def guard_rules(net: GuestNetwork, *, bridge: str = BRIDGE_NAME) -> list[list[str]]:
+    """The guest's own connections to the container's control ports are refused (a TCP reset:
+    the guest sees a closed port, at the gateway address as at any other of the container's)."""
+    return [
+        ["-A", INPUT_CHAIN, "-i", bridge, "-p", port.protocol, "--dport", _dports(port.ports),
+         "-j", "REJECT", *(["--reject-with", "tcp-reset"] if port.protocol == "tcp" else [])]
+        for port in net.guarded
+    ]  # fmt: skip
+
+
 def isolation_rules(net: GuestNetwork, *, bridge: str = BRIDGE_NAME) -> list[list[str]]:
     """Filter rules when the guest is isolated: from its LAN only replies (to inbound redirects
     and to the container's own probes), its explicit forwards (DNATed), and DHCP pass."""
@@ -255,7 +269,7 @@ def _hook_chain(table: str, parent: str, chain: str) -> None:
 
 
 def all_rules(net: GuestNetwork) -> list[list[str]]:
-    return [*dnat_rules(net), *masquerade_rules(net), *isolation_rules(net)]
+    return [*dnat_rules(net), *masquerade_rules(net), *guard_rules(net), *isolation_rules(net)]
 
 
 def install_rules(net: GuestNetwork) -> None:

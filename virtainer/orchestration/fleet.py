@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from virtainer.api.defaults import DEFAULT_PORT
+from virtainer.api.defaults import DEFAULT_PORT, DEFAULT_TOKEN_FILE
 from virtainer.api.fleet import Source
 from virtainer.errors import ConfigError, VirtainerError
 
@@ -59,8 +59,22 @@ def docker_sources(labels: Sequence[str] = (), engine: str = "docker") -> list[S
             None,
         )
         name = container["Name"].lstrip("/")
-        sources.append(Source(name, f"http://{address}:{port}" if address else f"http://{name}.invalid:{port}"))
+        url = f"http://{address}:{port}" if address else f"http://{name}.invalid:{port}"
+        sources.append(Source(name, url, env.get("VIRTAINER_API_TOKEN") or _generated_token(engine, name, env)))
     return sources
+
+
+def _generated_token(engine: str, name: str, env: dict[str, str]) -> str | None:
+    """The token a container generated (every route but health needs it), read where it keeps it:
+    whoever may run `docker exec` there may read it."""
+    path = env.get("VIRTAINER_API_TOKEN_FILE") or str(DEFAULT_TOKEN_FILE)
+    try:
+        done = subprocess.run([engine, "exec", name, "cat", path], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
 
 
 def _engine(engine: str, *args: str) -> str:

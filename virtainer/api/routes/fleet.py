@@ -15,5 +15,6 @@ router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 @router.get("", summary="The VMs of this API and of every peer; an unreachable peer has its error")
 async def list_fleet(request: Request, backend: BackendDep) -> list[FleetMember]:
     own = FleetMember(source="self", url=str(request.base_url).rstrip("/"), vms=await backend.statuses())
-    peers = [Source(url, url) for url in backend.settings.peers]
+    token = str(request.app.state.token)  # peers of one fleet share its token (or open their reads)
+    peers = [Source(url, url, token) for url in backend.settings.peers]
     return [own, *await asyncio.to_thread(gather, peers)]

@@ -18,12 +18,12 @@ from fastapi.responses import StreamingResponse
 
 from virtainer import guest
 from virtainer.api import actions, models
-from virtainer.api.deps import Authorized, BackendDep, VmName
+from virtainer.api.deps import BackendDep, VmName
 from virtainer.api.errors import responses
 from virtainer.errors import ConfigError, VirtainerError
 from virtainer.hypervisor import Hypervisor
 
-router = APIRouter(prefix="/v1/vms/{name}", tags=["guest"], dependencies=[Authorized])
+router = APIRouter(prefix="/v1/vms/{name}", tags=["guest"])  # the token: the gate (gate.py)
 ERRORS = responses(401, 404, 409, 422, 500)
 GuestUser = Annotated[
     str | None, Query(pattern=guest.USER_NAME.pattern, max_length=33, description="default the VM's user")
