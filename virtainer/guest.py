@@ -288,7 +288,9 @@ def run(
         finished = True
     finally:
         with contextlib.suppress(Exception):  # best effort: the VM may be gone meanwhile
-            agent.spawn(["/bin/sh", "-c", _CLEANUP, "sh", directory, "done" if finished else "kill"], _base_env())
+            cleanup = ["/bin/sh", "-c", _CLEANUP, "sh", directory, "done" if finished else "kill"]
+            # waited for: the agent keeps every exec's status until it is asked for once
+            agent.wait(agent.spawn(cleanup, _base_env()), time.monotonic() + 10)
     elapsed = time.monotonic() - started
     signal = int(status["signal"]) if "signal" in status else None
     timed_out = request.timeout_s is not None and signal == 9 and elapsed >= request.timeout_s
