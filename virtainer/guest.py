@@ -44,6 +44,7 @@ CHUNK = 1 << 20  # bytes per guest-file-read: 1.4 MB of base64 in one agent repl
 WRITE_CHUNK = 128 << 10
 AGENT_TIMEOUT_S = 30  # one agent call (a chunk of a big file under TCG takes well under that)
 BUSY_RETRY_S = 60.0  # how long a busy agent is retried
+SYNC_LIMIT_S = 10.0  # libvirt gives up its guest-sync after 5 s, a command after AGENT_TIMEOUT_S
 GRACE_S = 30.0  # after the guest-side timeout, how long we wait for the agent to report the exit
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -234,14 +235,17 @@ T = TypeVar("T")
 
 def _patiently(call: Callable[[], T]) -> T:
     """Retry while the agent is busy (a loaded TCG guest misses libvirt's 5 s guest-sync now and
-    then, measured); the command itself was never sent then, so retrying cannot run it twice."""
+    then, measured). libvirt says the same when the command itself timed out, so only a failure
+    well before AGENT_TIMEOUT_S counts: the command was never sent, retrying cannot run it twice."""
     deadline = time.monotonic() + BUSY_RETRY_S
     pause = threading.Event()
     while True:
+        started = time.monotonic()
         try:
             return call()
         except AgentUnavailableError as error:
-            if not error.busy or time.monotonic() > deadline:
+            in_sync = time.monotonic() - started < SYNC_LIMIT_S
+            if not (error.busy and in_sync) or time.monotonic() > deadline:
                 raise
         pause.wait(0.5)
 

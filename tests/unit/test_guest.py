@@ -4,6 +4,7 @@ guest facts as dataclasses, and a hostile guest's tar stream refused before anyt
 from __future__ import annotations
 
 import io
+import itertools
 import tarfile
 from pathlib import Path
 
@@ -161,3 +162,25 @@ def test_a_plain_tree_from_the_guest_is_unpacked_with_its_modes(tmp_path: Path) 
     assert (tmp_path / "base" / "run.sh").stat().st_mode & 0o7777 == 0o755  # no setuid from a guest
     assert (tmp_path / "base" / "shared").stat().st_mode & 0o7777 == 0o664
     assert (tmp_path / "base" / "link").readlink() == Path("run.sh")
+
+
+def test_a_busy_agent_is_retried_only_when_the_command_was_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtainer.errors import AgentUnavailableError
+
+    calls: list[int] = []
+
+    def busy_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise AgentUnavailableError("busy", busy=True)
+        return "done"
+
+    assert guest._patiently(busy_twice) == "done" and len(calls) == 3
+    with pytest.raises(AgentUnavailableError):  # not connected at all: no retry
+        guest._patiently(lambda: (_ for _ in ()).throw(AgentUnavailableError("no agent")))
+    clock = itertools.count(0.0, 12.5)  # each call takes 12.5 s: the command itself timed out
+    monkeypatch.setattr(guest.time, "monotonic", lambda: next(clock))
+    calls.clear()
+    with pytest.raises(AgentUnavailableError):
+        guest._patiently(busy_twice)
+    assert len(calls) == 1
