@@ -350,3 +350,23 @@ def test_a_spec_file_is_read_with_care(content: bytes | None, accepted: str, tmp
         path.write_bytes(content)
     with pytest.raises(ConfigError, match=accepted):
         settings_from_file(path)
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_the_container_entrypoint_ends_an_unexpected_error_with_one_line(debug: str, tmp_path: Path) -> None:
+    """container/entrypoint.py -> controller main -> run(): a bug deep inside is one line, exit 1."""
+    entrypoint = Path(__file__).parents[2] / "container" / "entrypoint.py"
+    code = (
+        "import runpy, virtainer.controller.controller as c\n"
+        "c.Controller._run = lambda self: {}['no such key']\n"
+        f"runpy.run_path({str(entrypoint)!r}, run_name='__main__')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "VIRTAINER_DEBUG": debug, "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=Path(__file__).parents[2], check=False)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("virtainer: error: unexpected KeyError: 'no such key'"), done.stderr
+    assert ("Traceback" in done.stderr) == bool(debug), done.stderr
+    if not debug:
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
