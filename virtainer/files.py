@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from virtainer import faults
+
+TEMP_TOKEN_BYTES = 6
 
 
 def write_atomic(
@@ -52,7 +55,7 @@ def staged(path: Path, *, replace: bool = True, parents: bool = True) -> Iterato
     FileExistsError is raised instead. parents=False: a missing directory is an error."""
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.tmp")
     try:
         yield temp
         fsync_file(temp)
@@ -65,6 +68,21 @@ def staged(path: Path, *, replace: bool = True, parents: bool = True) -> Iterato
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+def remove_stale_temporaries(paths: Iterable[Path]) -> list[Path]:
+    """Remove what a killed writer left under `staged`'s temporary names for these files.
+
+    Only for files no one else writes meanwhile: those beside a diff while its lock is held."""
+    removed: list[Path] = []
+    for path in paths:
+        pattern = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{{2 * TEMP_TOKEN_BYTES}}}\.tmp$")
+        with contextlib.suppress(OSError):
+            for candidate in path.parent.iterdir():
+                if pattern.match(candidate.name):
+                    candidate.unlink(missing_ok=True)
+                    removed.append(candidate)
+    return removed
 
 
 def _publish_without_replacing(temp: Path, path: Path) -> None:

@@ -21,7 +21,7 @@ from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso
 from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.faults import crash_point
-from virtainer.files import write_atomic
+from virtainer.files import remove_stale_temporaries, write_atomic
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
@@ -304,6 +304,11 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
     """The only place `up` writes: state dir, diff, data disks, seed, generated password."""
     spec = plan.spec
     _make_state_dir(spec.state_dir)
+    # what a killed start left half-written (the diff lock is held: no one else writes these)
+    owned = (spec.diff_path, spec.base_record_path, spec.format_record_path, spec.nic_record_path,
+             spec.nvram_path, spec.password_path, spec.generated_seed_path, spec.domain_xml_path)  # fmt: skip
+    if stale := remove_stale_temporaries(owned):
+        reporter.step(f"removed what an interrupted start left: {', '.join(path.name for path in stale)}")
     if plan.base is None or plan.identity is None:
         storage.prepare_standalone_disk(spec, plan.disk_formats[spec.diff_path])
     else:

@@ -132,3 +132,16 @@ def test_a_diff_without_record_is_still_refused(tmp_path: Path) -> None:
     storage.qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(spec.diff_path))
     with pytest.raises(BaseMismatchError):
         storage.prepare_diff(spec, base, storage.base_identity(base))
+
+
+def test_a_killed_starts_temporary_files_are_removed_by_the_next(tmp_path: Path) -> None:
+    base = make_base(tmp_path / "base.qcow2")
+    spec = spec_of(image=str(base), diff=str(tmp_path / "vm" / "diff.qcow2"), state_dir=str(tmp_path / "st"),
+                   network="none")  # fmt: skip
+    spec.diff_path.parent.mkdir()
+    stale = spec.diff_path.with_name(".diff.qcow2.0123456789ab.tmp")  # a half-made overlay
+    stale.write_bytes(b"half")
+    unrelated = spec.diff_path.with_name(".diff.qcow2.not-ours.tmp")
+    unrelated.write_bytes(b"someone's")
+    machine._write_vm_files(machine.plan_up(spec, None, machine.QuietReporter()), machine.QuietReporter())
+    assert not stale.exists() and unrelated.exists()
