@@ -92,11 +92,11 @@ class ExecRequest:
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
             raise ConfigError("command", list(self.argv), "a command to run in the guest, after --")
-        if self.user is not None and not USER_NAME.match(self.user):
+        if self.user is not None and not USER_NAME.fullmatch(self.user):
             raise ConfigError("--user", self.user, "a user name of the guest, e.g. debian or root")
         for item in self.env:
             name, equals, _value = item.partition("=")
-            if not equals or not ENV_NAME.match(name) or "\0" in item:
+            if not equals or not ENV_NAME.fullmatch(name) or "\0" in item:
                 raise ConfigError("--env", item, "NAME=value, NAME letters, digits and _")
         if self.timeout_s is not None and not 0 < self.timeout_s <= 7 * 86400:
             raise ConfigError("--timeout", self.timeout_s, "seconds, more than 0 and at most a week")
@@ -631,7 +631,7 @@ def set_password(hv: Hypervisor, name: str, user: str, password: str | None = No
 
 
 def _check_user(user: str) -> str:
-    if not USER_NAME.match(user):
+    if not USER_NAME.fullmatch(user):
         raise ConfigError("--user", user, "a user name of the guest, e.g. debian or root")
     return user
 

@@ -129,7 +129,7 @@ def cmd_cp(args: argparse.Namespace, progress: Reporter) -> int:
 
 
 def _vm_path(value: str) -> tuple[str, str] | None:
-    match = NAME_OR_PATH.match(value)
+    match = NAME_OR_PATH.fullmatch(value)  # match(): `$` would let "vm:/p\n" through
     return (match.group(1), match.group(2)) if match else None
 
 

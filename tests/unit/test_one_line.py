@@ -370,3 +370,12 @@ def test_the_container_entrypoint_ends_an_unexpected_error_with_one_line(debug: 
     assert ("Traceback" in done.stderr) == bool(debug), done.stderr
     if not debug:
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_guest_exec_names_match_as_a_whole() -> None:
+    from virtainer.guest import ExecRequest
+
+    for bad in ({"user": "root\n"}, {"env": ("PATH\n=/bin",)}):
+        with pytest.raises(ConfigError):
+            ExecRequest(argv=("true",), **bad)  # type: ignore[arg-type]
+    assert ExecRequest(argv=("true",), user="root", env=("PATH=/bin",)).user == "root"
