@@ -17,7 +17,7 @@ PACKAGES=(
   openssh-client iproute2 procps ca-certificates curl tini
   genisoimage acl                                             # benchmarks/peers.py: testcloud uses both
 )
-[ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman docker-compose)  # podman: the rootful-Podman container test; docker-compose: the compose examples
+[ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman docker-compose docker-registry)  # podman: the rootful-Podman container test; docker-compose: the compose examples; docker-registry: a loopback registry for the image tests
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -111,8 +111,7 @@ def base_identity(path: Path, progress: ProgressFn | None = None) -> BaseIdentit
     if key in cache:
         return BaseIdentity(**cache[key])
     info = image_info(path)
-    if info.get("backing-filename"):
-        raise ImageError(f"base image {path} is itself an overlay; use a standalone image")
+    _require_complete_chain(path, info)
     identity = BaseIdentity(
         sha256=sha256_file(path, progress),
         virtual_size=int(info["virtual-size"]),  # type: ignore[call-overload]
@@ -122,6 +121,20 @@ def base_identity(path: Path, progress: ProgressFn | None = None) -> BaseIdentit
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         write_atomic(identity_cache_path(), json.dumps(cache, indent=1), mode=0o644)
     return identity
+
+
+def _require_complete_chain(path: Path, info: dict[str, object]) -> None:
+    """A base may itself be an overlay: a baked VM image's layer on the image's original base
+    (`virtainer image build`). Its backing chain must be complete, and is only ever read."""
+    seen = {path.resolve()}
+    while info.get("backing-filename"):
+        backing = Path(str(info.get("full-backing-filename") or info["backing-filename"]))
+        if not backing.is_absolute() or not backing.is_file():
+            raise ImageError(f"base image {path} is an overlay on {backing}, which is missing (use a standalone image)")
+        if backing.resolve() in seen:
+            raise ImageError(f"base image {path} has a backing chain that loops through {backing}")
+        seen.add(backing.resolve())
+        info = image_info(backing)
 
 
 def _read_json(path: Path) -> dict[str, dict[str, object]]:

@@ -49,6 +49,20 @@ def test_each_vm_service_has_what_the_container_needs(path: Path) -> None:
         assert int(service["environment"]["RAM"]) >= 256
 
 
+def test_the_swarm_stack_gives_each_slot_its_own_diff_and_the_needed_capabilities() -> None:
+    stack = yaml.safe_load((EXAMPLES / "swarm" / "stack.yaml").read_text())
+    assert stack["volumes"]["vm-disk"]["name"] == "{{.Service.Name}}-disk-{{.Task.Slot}}"  # unique per stack
+    for name, service in stack["services"].items():
+        assert tuple(service["cap_add"]) == needs.NETWORK_CAPABILITIES, name
+        assert "devices" not in service and "privileged" not in service  # Swarm applies neither
+        assert service["deploy"]["update_config"]["order"] == "stop-first"  # one task per diff
+        (diff,) = [v for v in service["volumes"] if v.endswith(f":{needs.DIFF_MOUNT}")]
+        assert "{{.Task.Slot}}" in stack["volumes"][diff.split(":")[0]]["name"]
+        stop_timeout = int(service["environment"]["VIRTAINER_STOP_TIMEOUT"])
+        assert seconds(service["stop_grace_period"]) >= needs.grace_period_s(stop_timeout)
+        assert set(service["environment"]) <= needs.accepted_env_names()
+
+
 def test_the_plain_service_waits_for_healthy_vms() -> None:
     services = interpolated(EXAMPLES / "multi-vm" / "compose.yaml")["services"]
     assert services["client"]["depends_on"] == {vm: {"condition": "service_healthy"} for vm in ("vm1", "vm2")}

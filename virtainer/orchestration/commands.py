@@ -35,7 +35,22 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     render.add_argument("directory", type=Path, help="e.g. deploy/kubernetes/overlays/one-vm")
     check = actions.add_parser("check", help="check rendered manifests (files, or - for stdin)")
     check.add_argument("files", nargs="+", help="YAML files of rendered resources")
-    return {"kube": cmd_kube}
+    image = commands.add_parser("image", help="ship a VM as a container image")
+    image_actions = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    bake = image_actions.add_parser("build", help="an image whose guest base is a stopped VM's diff (bake)")
+    bake.add_argument("diff", type=Path, help="the diff, or the directory (volume) holding local_image.qcow2")
+    bake.add_argument("--from", dest="source", required=True, help="the image the VM ran on")
+    bake.add_argument("-t", "--tag", required=True, help="the new image's name, e.g. team/vm:1")
+    bake.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="a default setting (ENV)")
+    return {"kube": cmd_kube, "image": cmd_image}
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from virtainer.orchestration import images  # storage and Docker only when it runs
+
+    built = images.build(args.diff, args.source, args.tag, images.parse_env(args.env))
+    print(f"built {built.tag}: guest base {built.layer} ({built.layer_bytes / 2**20:.1f} MiB layer) on {args.source}")
+    return EXIT_OK
 
 
 def cmd_kube(args: argparse.Namespace) -> int:
