@@ -4,6 +4,7 @@ packages by build-test-images.sh (cached by content hash)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-RUNTIME_NAME = "virtainer-test"  # not "virtainer": a user's own registration stays untouched
 RUNTIME_EXE = Path(sys.executable).parent / "virtainer-runtime"
+# not "virtainer" (a user's own registration stays untouched), and one per checkout: two checkouts
+# testing at once on one engine must not repoint each other's runtime
+RUNTIME_NAME = "virtainer-test-" + hashlib.sha256(str(RUNTIME_EXE).encode()).hexdigest()[:6]
 
 
 def runtime_command(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
