@@ -1,17 +1,11 @@
 """Fault injection on real guests (issue 8, "Tests that must pass"), on the tiny guest under the
-real libvirtd and QEMU.
-
-- QEMU SIGKILLed while the guest writes to its disk, 20 runs on one diff: every time the diff
-  opens, `qemu-img check` finds it clean, and every boot the guest counted is still on it. (In a
-  container, SIGKILL of the container is exactly this for the diff: QEMU dies at once.)
-- `virtainer up` SIGKILLed at each step of creating a diff (VIRTAINER_TEST_CRASH_AT): the next
-  `up` works, and no disk the user had is changed.
-"""
+real libvirtd and QEMU: `virtainer up` SIGKILLed at each step of creating a diff
+(VIRTAINER_TEST_CRASH_AT): the next `up` works, and no disk the user had is changed. SIGKILL of
+the container during guest writes: tests/container/test_kill_container.py."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -22,19 +16,12 @@ import pytest
 
 from tests.guests import TinyGuest, tiny_guest
 from tests.tiny_cli import VIRTAINER, serial_log, tiny_up_args, virtainer
-from tests.tiny_vm import console_answer, forgotten_afterwards, tiny_spec_of
+from tests.tiny_vm import assert_clean_qcow2, forgotten_afterwards, tiny_spec_of
 from tests.waiting import wait_until
-from virtainer import machine, storage
+from virtainer import storage
 from virtainer.faults import CRASH_AT_ENV
-from virtainer.hypervisor import DomainState, Hypervisor
 
 pytestmark = pytest.mark.guest
-KILL_RUNS = 20
-# the guest overwrites random 64 KiB blocks of its disk (never the boot counter at block 0)
-WRITE_LOOP = (
-    "while true; do dd if=/dev/urandom of=/dev/vda bs=64k count=4 seek=$((1 + RANDOM % 900)) "
-    "conv=notrunc 2>/dev/null; echo WROTE-BLOCKS; done &"
-)
 
 
 @pytest.fixture(scope="module")
@@ -46,33 +33,6 @@ def tiny() -> TinyGuest:
 def name() -> Iterator[str]:
     with forgotten_afterwards("faults") as vm:
         yield vm
-
-
-def qemu_pid(name: str) -> int:
-    return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-
-
-def check_clean(diff: Path) -> None:
-    done = subprocess.run(["qemu-img", "check", "-f", "qcow2", "--output=json", str(diff)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    report = json.loads(done.stdout or "{}")
-    assert done.returncode == 0, f"qemu-img check exited {done.returncode}: {done.stdout}{done.stderr}"
-    assert report.get("check-errors", 0) == 0 and report.get("corruptions", 0) == 0 and report.get("leaks", 0) == 0
-
-
-def test_qemu_killed_during_guest_writes_leaves_a_clean_diff(tiny: TinyGuest, vm_dir: Path, name: str) -> None:
-    spec = tiny_spec_of(tiny, name, vm_dir)
-    with Hypervisor() as hv:
-        for run in range(1, KILL_RUNS + 1):
-            machine.up(spec, hv, wait=False)
-            wait_until(lambda: "GUEST-READY" in serial_log(vm_dir), 60, f"GUEST-READY (run {run})")
-            assert f"GUEST-DISK-BOOTS={run}\n" in serial_log(vm_dir).replace("\r", "")  # every boot kept
-            console_answer(hv, name, WRITE_LOOP + " echo LOOP-STARTED", "LOOP-STARTED")
-            wait_until(lambda: serial_log(vm_dir).count("WROTE-BLOCKS\r") >= 3, 30, "the guest's writes")
-            os.kill(qemu_pid(name), signal.SIGKILL)
-            wait_until(lambda: hv.state(name) in (DomainState.SHUT_OFF, DomainState.CRASHED), 30, "QEMU gone")
-            assert storage.image_info(spec.diff_path)["format"] == "qcow2"  # it opens
-            check_clean(spec.diff_path)
 
 
 def sha256(path: Path) -> str:
@@ -106,6 +66,10 @@ def test_up_killed_at_each_step_of_creating_a_diff(tiny: TinyGuest, vm_dir: Path
         wait_until(lambda: "GUEST-DISK-MARKER=VIRTAINER-TINY-DISK v1" in serial_log(vm_dir), 60, f"boot after {step}")
         assert "GUEST-DISK-BOOTS=1" in serial_log(vm_dir)  # a fresh diff on the very base
         virtainer("destroy", name)
-        check_clean(diff)
+        assert_clean_qcow2(diff)
         assert storage.read_base_record(tiny_spec_of(tiny, name, vm_dir, diff.name)) is not None
         assert sha256(kept) == kept_sha
+        # the next up removed what the killed one left beside the diff and in the state directory
+        # (a half-made data disk's temporary file stays: a data disk is not under the diff's lock)
+        places = (*vm_dir.glob(f".{diff.name}*"), *(vm_dir / "state").iterdir())
+        assert [path.name for path in places if path.suffix == ".tmp"] == [], f"after {step}"
