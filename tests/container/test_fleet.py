@@ -84,7 +84,7 @@ def test_status_over_docker_labels_lists_all_three(three: list[Container], label
 
 def test_status_over_urls_and_a_fleet_file_in_one_table(three: list[Container], tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.txt"
-    fleet.write_text(f"# the third one, with a token\n{api_url(three[2])} {'t' * 32}\n")
+    fleet.write_text(f"# the third one, with its token\n{api_url(three[2])} {TOKEN}\n")
     fleet.chmod(0o600)
     done = status("--api", api_url(three[0]), "--api", api_url(three[1]), "--fleet", str(fleet))
     assert done.returncode == 0, done.stderr
