@@ -10,10 +10,19 @@ Environment: VIRTAINER_API=0 turns it off; VIRTAINER_API_LISTEN (default 0.0.0.0
 VIRTAINER_API_PORT (8470), VIRTAINER_API_TOKEN (else generated, printed once to the container
 log, kept 0600 in /var/lib/virtainer/api-token). This module imports no third-party package at
 import time: an image without FastAPI still runs its VM, and says why it has no API.
+
+The API is lazy: `start` settles the token and binds the port, and FastAPI and uvicorn load on
+the first connection (that client waits in the listen backlog meanwhile). A container nobody
+calls keeps ~15 MiB less (PSS), and the boot does not share its two cores with those imports
+(~0.5 s of CPU).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import select
+import socket
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -21,6 +30,7 @@ from virtainer.api.defaults import DEFAULT_PORT
 from virtainer.errors import ConfigError, VirtainerError
 
 if TYPE_CHECKING:
+    from virtainer.api.backend import OnReady
     from virtainer.api.server import ServerHandle
     from virtainer.api.settings import ApiSettings
     from virtainer.readiness import Readiness
@@ -70,43 +80,90 @@ def start(
     announce: Callable[[str], None],
     on_ready: Callable[[str, Readiness], None] | None = None,
     settings: ApiSettings | None = None,
-) -> ServerHandle | None:
-    """Serve the API for `vm` on a daemon thread, with the settings check() returned (checked
-    again when not given). A VM without its API is still a VM: a failure to start is announced,
-    not fatal. on_ready(vm, readiness): the VM got ready again after a start or revert through
-    the API (the container marks itself healthy again)."""
+) -> LazyApi | None:
+    """Serve the API for `vm` (from its first connection on, see the module's doc), with the
+    settings check() returned (checked again when not given). A VM without its API is still a VM:
+    a failure to start is announced, not fatal. on_ready(vm, readiness): the VM got ready again
+    after a start or revert through the API (the container marks itself healthy again)."""
     if not enabled(environ):
         return None
-    try:  # FastAPI, uvicorn and pydantic only when the API is wanted
-        from virtainer.api.server import run_in_thread
-    except ImportError as error:
-        announce(f"REST API unavailable ({error}); the VM runs without it")
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:  # found, not loaded: they load on the first connection
+        announce(f"REST API unavailable (no module named {', '.join(missing)}); the VM runs without it")
         return None
     try:
+        from virtainer.api.tokens import resolve_token
+
         wanted = settings or check(environ, vm)
         assert wanted is not None
-        handle = run_in_thread(wanted, announce=announce, on_ready=on_ready)
-    except VirtainerError as error:
+        resolve_token(wanted, announce)  # announced now, while the user reads the log; the app reuses it
+        api = LazyApi(wanted, announce, on_ready)
+    except (ImportError, VirtainerError, OSError) as error:
         announce(f"REST API not started: {error}")
         return None
-    announce(f"REST API on {wanted.listen}:{handle.port} (docs at /docs)")
-    return handle
+    announce(f"REST API on {wanted.listen}:{api.port} (docs at /docs)")
+    return api
 
 
-def off_on_request(handle: ServerHandle | None, vm: str) -> bool:
-    return handle is not None and handle.guard.off_on_request(vm)
+class LazyApi:
+    """The API's listening socket now; the FastAPI app and uvicorn once a client connects."""
+
+    def __init__(self, settings: ApiSettings, announce: Callable[[str], None], on_ready: OnReady | None) -> None:
+        self.settings, self.announce, self.on_ready = settings, announce, on_ready
+        family = socket.AF_INET6 if ":" in settings.listen else socket.AF_INET
+        self.socket = socket.create_server((settings.listen, settings.port), family=family, backlog=2048)
+        self.port = int(self.socket.getsockname()[1])
+        self.handle: ServerHandle | None = None
+        self._wake_read, self._wake_write = socket.socketpair()
+        self.thread = threading.Thread(target=self._serve_on_first_connection, name="virtainer-api", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.settings.listen in ("0.0.0.0", "") else self.settings.listen
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def _serve_on_first_connection(self) -> None:
+        readable, _, _ = select.select([self.socket, self._wake_read], [], [])
+        if self._wake_read in readable:
+            return  # stopped before anyone connected
+        try:
+            from virtainer.api.server import run_in_thread
+
+            self.handle = run_in_thread(
+                self.settings, announce=self.announce, on_ready=self.on_ready, sockets=[self.socket]
+            )
+        except (ImportError, VirtainerError) as error:
+            self.announce(f"REST API not started: {error}")
+            self.socket.close()
+            return
+        self.thread = self.handle.thread  # the caller follows uvicorn's thread from now on
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._wake_write.send(b"x")
+        self.thread.join(timeout_s)
+        if self.handle is not None:
+            self.handle.stop(timeout_s)
+        self.socket.close()
+        for end in (self._wake_read, self._wake_write):
+            end.close()
 
 
-def operation_in_progress(handle: ServerHandle | None, vm: str) -> str | None:
-    return handle.guard.current(vm) if handle is not None else None
+def off_on_request(api: LazyApi | None, vm: str) -> bool:
+    """The VM was powered off through the API (not by its guest): never before the API ran."""
+    return api is not None and api.handle is not None and api.handle.guard.off_on_request(vm)
 
 
-def finish_operations(handle: ServerHandle | None, timeout_s: float) -> list[str]:
+def operation_in_progress(api: LazyApi | None, vm: str) -> str | None:
+    return api.handle.guard.current(vm) if api is not None and api.handle is not None else None
+
+
+def finish_operations(api: LazyApi | None, timeout_s: float) -> list[str]:
     """Before the container stops its VM: let API operations in progress end (no new ones start),
     within timeout_s. Returns those still running at the deadline."""
-    return handle.guard.drain(timeout_s) if handle is not None else []
+    return api.handle.guard.drain(timeout_s) if api is not None and api.handle is not None else []
 
 
-def stop(handle: ServerHandle | None) -> None:
-    if handle is not None:
-        handle.stop()
+def stop(api: LazyApi | None) -> None:
+    if api is not None:
+        api.stop()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -87,8 +88,10 @@ def run_in_thread(
     startup_timeout_s: float = 15.0,
     announce: Callable[[str], None] | None = None,
     on_ready: OnReady | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> ServerHandle:
-    """Start the API on a daemon thread; returns once it accepts connections."""
+    """Start the API on a daemon thread; returns once it accepts connections. sockets: listening
+    sockets bound already (the container's lazy API), instead of binding settings.listen:port."""
     app = (
         create_app(settings, announce=announce, on_ready=on_ready)
         if announce
@@ -99,7 +102,7 @@ def run_in_thread(
 
     def run() -> None:
         try:
-            asyncio.run(server.serve())
+            asyncio.run(server.serve(sockets=sockets))
         except BaseException as error:  # noqa: BLE001 - reported to the starting thread
             failure.append(error)
 

@@ -66,7 +66,7 @@ from virtainer.spec import (
 from virtainer.storage import DiffLock, require_system_disk
 
 if TYPE_CHECKING:
-    from virtainer.api.server import ServerHandle
+    from virtainer.api.container import LazyApi
 
 MONITOR_INTERVAL_S = 1.0
 HEALTH_PROBE_INTERVAL_S = 10.0  # how often wait_for's exec:CMD is run once the VM is ready
@@ -104,7 +104,7 @@ class Controller:
         self.readiness: Readiness | None = None
         self.guest_network: network.GuestNetwork | None = None
         self._restarts: list[float] = []
-        self.api: ServerHandle | None = None  # the REST API, once the VM is defined
+        self.api: LazyApi | None = None  # the REST API (its port; FastAPI once called), once the VM is defined
 
     # -- entry ---------------------------------------------------------------------------------
 
