@@ -281,6 +281,15 @@ def remove_domain(conn: libvirt.virConnect, name: str) -> None:
             domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
 
+def remove_network(conn: libvirt.virConnect, name: str) -> None:
+    """virt-lightning's network of ours (and its dnsmasq) goes when the benchmark is done."""
+    with contextlib.suppress(libvirt.libvirtError):
+        network = conn.networkLookupByName(name)
+        with contextlib.suppress(libvirt.libvirtError):
+            network.destroy()
+        network.undefine()
+
+
 def fresh_mac() -> str:
     return "52:54:00:" + ":".join(f"{byte:02x}" for byte in os.urandom(3))
 
@@ -926,6 +935,8 @@ def main() -> int:
             for peer in order:
                 runs.append(one_run(peer, index + 1, inputs, conn, container_image, described))
     finally:
+        if "virt-lightning" in peers:
+            remove_network(conn, VL_NETWORK)
         conn.close()
         if args.keep:
             print(f"work directory kept: {work}", file=sys.stderr)
