@@ -2,6 +2,7 @@
 # build-test-images.sh IMAGE... - the runtime tests' images, from Debian packages (no registry).
 #   busybox  FROM scratch + busybox-static and its applet links (CMD sh)
 #   debian   a Debian 12 minbase (mmdebstrap | docker import, CMD bash)
+#   nginx    Debian 12 minbase + nginx (CMD nginx -g 'daemon off;')
 #   static   FROM scratch + one static binary (a hello program built here with gcc -static),
 #            ENTRYPOINT ["/hello"], exits 3
 # Tagged vt-runtime-IMAGE:<key16>, the key a hash of this file: a second run builds nothing.
@@ -29,13 +30,18 @@ for image in "$@"; do
           --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
           --dpkgopt='path-exclude=/usr/share/locale/*' bookworm - "$SOURCES" \
           | docker import --change 'CMD ["bash"]' - "$tag" >/dev/null ;;
+      nginx)
+        mmdebstrap --quiet --variant=minbase --include=nginx --aptopt='Acquire::Check-Valid-Until "false"' \
+          --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+          --dpkgopt='path-exclude=/usr/share/locale/*' bookworm - "$SOURCES" \
+          | docker import --change 'CMD ["nginx", "-g", "daemon off;"]' --change 'EXPOSE 80' - "$tag" >/dev/null ;;
       static)
         mkdir -p "$W/static"
         printf '#include <stdio.h>\nint main(int c, char **v) { printf("hello from a static binary, %%d args\\n", c - 1); return 3; }\n' > "$W/hello.c"
         gcc -static -Os -s -o "$W/static/hello" "$W/hello.c"
         printf 'FROM scratch\nCOPY hello /hello\nENTRYPOINT ["/hello"]\n' > "$W/static/Dockerfile"
         docker build -q -t "$tag" "$W/static" >/dev/null ;;
-      *) echo "build-test-images: unknown image $image (busybox, debian, static)" >&2; exit 2 ;;
+      *) echo "build-test-images: unknown image $image (busybox, debian, nginx, static)" >&2; exit 2 ;;
     esac
   fi
   echo "$image $tag"

@@ -34,7 +34,7 @@ def runtime() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def images() -> dict[str, str]:
     done = subprocess.run(
-        [str(HERE / "build-test-images.sh"), "busybox", "debian", "static"],
+        [str(HERE / "build-test-images.sh"), "busybox", "debian", "nginx", "static"],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"build-test-images.sh failed: {done.stderr[-2000:]}"

@@ -7,6 +7,7 @@ packages. Where runc is the reference, the same command runs under both and the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -192,3 +193,94 @@ def test_install_is_idempotent_and_keeps_other_keys(runtime: str, tmp_path: Path
     assert runtime_command("uninstall", *args).returncode == 0
     assert '"vt-x"' not in config.read_text() and '"other"' in config.read_text()
     os.chmod(config, 0o644)
+
+
+def test_the_vm_has_the_containers_address_and_serves_through_p(runtime: str, images: dict[str, str]) -> None:
+    """-p from the host reaches a server in the VM: the VM took eth0's address, MAC and route."""
+    script = "mkdir /www; ip -4 addr show eth0 > /www/addr; ip link show eth0 >> /www/addr; exec httpd -f -p 80 -h /www"
+    with removed_after(unique("net")) as name:
+        docker("run", "-d", f"--runtime={runtime}", "--name", name, "-p", "127.0.0.1::80", images["busybox"],
+               "sh", "-c", script)  # fmt: skip
+        port = docker("port", name, "80/tcp").stdout.strip().rsplit(":", 1)[1]
+        address = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
+        mac = docker("inspect", "-f", "{{.NetworkSettings.MacAddress}}", name).stdout.strip()
+
+        def fetch() -> str:
+            done = subprocess.run(["curl", "-fsS", "-m", "5", f"http://127.0.0.1:{port}/addr"],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            return done.stdout if done.returncode == 0 else ""
+
+        page = wait_until(fetch, VM_TIMEOUT_S, "the VM's web server through -p")
+        assert f"inet {address}/" in page and mac in page
+
+
+def test_docker_exec_runs_in_the_vm_with_its_own_streams_and_exit_code(runtime: str, images: dict[str, str]) -> None:
+    with removed_after(unique("exec")) as name:
+        docker("run", "-d", f"--runtime={runtime}", "--name", name, images["busybox"], "sleep", "600")
+
+        def exec_(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["docker", "exec", *args], input=stdin, capture_output=True, text=True,
+                                  timeout=VM_TIMEOUT_S, check=False)  # fmt: skip
+
+        # the VM's kernel command line, not the host's: the command ran in the guest
+        first = wait_until(lambda: exec_(name, "cat", "/proc/cmdline").stdout, VM_TIMEOUT_S, "docker exec to answer")
+        assert "panic=-1" in first
+        done = exec_(name, "sh", "-c", "echo out; echo err >&2; exit 3")
+        assert (done.stdout, done.stderr, done.returncode) == ("out\n", "err\n", 3)
+        done = exec_("-u", "1000:1000", "-w", "/tmp", "-e", "WHO=exec", name, "sh", "-c", 'id -u; pwd; echo "$WHO"')
+        assert done.stdout.splitlines() == ["1000", "/tmp", "exec"], done.stderr
+        done = exec_("-i", name, "sh", "-c", "cat; echo end", stdin="piped in\n")
+        assert done.stdout == "piped in\nend\n", done.stderr
+
+
+def test_runvm_walkthrough_exported_rootfs_spec_and_run(runtime: str, images: dict[str, str], host_dir: Path) -> None:
+    """runvm's own usage, without Docker: `docker export` into rootfs/, `spec`, then `run ID`."""
+    from tests.runtime.conftest import RUNTIME_EXE
+
+    rootfs = host_dir / "rootfs"
+    rootfs.mkdir()
+    with removed_after(unique("export")) as name:
+        docker("create", "--name", name, images["busybox"])
+        export = subprocess.run(["docker", "export", name], capture_output=True, check=True, timeout=120)
+        subprocess.run(["tar", "-x", "-C", str(rootfs)], input=export.stdout, check=True, timeout=120)
+    assert subprocess.run([str(RUNTIME_EXE), "spec"], cwd=host_dir, check=False, timeout=60).returncode == 0
+    config = json.loads((host_dir / "config.json").read_text())
+    config["process"].update(terminal=False, args=["sh", "-c", "echo from-runvm; uname -r; exit 4"])
+    (host_dir / "config.json").write_text(json.dumps(config))
+    state = host_dir / "state"
+    done = subprocess.run(
+        [str(RUNTIME_EXE), "--root", str(state), "run", unique("runvm")],
+        cwd=host_dir, capture_output=True, text=True, timeout=VM_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "from-runvm" and lines[1] != os.uname().release  # the guest's kernel, not ours
+
+
+def test_nginx_through_p_from_the_host(runtime: str, images: dict[str, str]) -> None:
+    with removed_after(unique("nginx")) as name:
+        docker("run", "-d", f"--runtime={runtime}", "--name", name, "-p", "127.0.0.1::80", images["nginx"])
+        port = docker("port", name, "80/tcp").stdout.strip().rsplit(":", 1)[1]
+
+        def fetch() -> str:
+            done = subprocess.run(["curl", "-fsS", "-m", "5", f"http://127.0.0.1:{port}/"],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            return done.stdout if done.returncode == 0 else ""
+
+        assert "Welcome to nginx" in wait_until(fetch, VM_TIMEOUT_S, "nginx in the VM through -p")
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (apt-get install podman)")
+def test_rootful_podman_with_runtime(runtime: str, images: dict[str, str]) -> None:
+    tag = f"localhost/{images['busybox']}"
+    if docker("image", "exists", tag, engine="podman", check=False).returncode != 0:
+        load = f"docker save {images['busybox']} | podman load -q"
+        assert subprocess.run(["sh", "-c", load], capture_output=True, timeout=300, check=False).returncode == 0
+    # these hosts' bounding set lacks CAP_SYS_RESOURCE (no raising Podman's default ulimits) and
+    # has no systemd for health-check timers: the same flags as tests/container/test_podman.py
+    flags = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--no-healthcheck"]
+    done = subprocess.run(
+        ["podman", "run", "--rm", "--runtime", runtime, *flags, tag, "sh", "-c", "echo out; echo err >&2; exit 6"],
+        capture_output=True, text=True, timeout=VM_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (done.stdout, done.stderr, done.returncode) == ("out\n", "err\n", 6)

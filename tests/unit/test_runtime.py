@@ -215,3 +215,25 @@ def test_daemon_json_keeps_every_other_key() -> None:
     assert install.without_runtime(new, "virtainer") == old
     assert install.without_runtime({"runtimes": {"virtainer": {}}}, "virtainer") == {}
     assert json.loads(json.dumps(old)) == old  # the input is not modified
+
+
+def test_the_network_is_taken_over_only_in_a_namespace_of_its_own(tmp_path: Path, image_root: Path) -> None:
+    def network(namespaces: list[dict[str, str]]) -> bool:
+        config = docker_config(image_root)
+        config["linux"]["namespaces"] = namespaces
+        return bundle.rewrite(config, tmp_path, paths(tmp_path), "abc")[1].network
+
+    assert network([{"type": "pid"}, {"type": "network"}])
+    assert not network([{"type": "pid"}])  # --network host
+    assert not network([{"type": "network", "path": "/proc/42/ns/net"}])  # --network container:X
+
+
+def test_exec_process_becomes_the_exec_client() -> None:
+    original = {"args": ["sh", "-c", "id"], "env": ["A=1"], "cwd": "/tmp", "user": {"uid": 7, "gid": 8},
+                "terminal": True, "capabilities": {"bounding": ["CAP_KILL"]}}  # fmt: skip
+    new = bundle.exec_process(original)
+    assert new["args"] == bundle.EXEC_CLIENT and new["user"] == {"uid": 0, "gid": 0} and new["terminal"]
+    spec = json.loads(next(e for e in new["env"] if e.startswith("VIRTAINER_EXEC=")).split("=", 1)[1])
+    assert Process(**spec) == Process(args=["sh", "-c", "id"], env=["A=1"], cwd="/tmp", uid=7, gid=8, terminal=True)
+    with pytest.raises(bundle.BundleError):
+        bundle.exec_process({"args": []})

@@ -14,10 +14,11 @@ All validation happens here, so bad input fails `create` with one line and leave
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,6 +34,7 @@ MIN_GUEST_MEMORY_MIB = 64
 OVERHEAD_MIB = 160
 CONTAINER_LEVEL = ("/proc", "/sys", "/dev")  # mounts for the launcher itself; the guest makes its own
 LAUNCHER = ["/usr/bin/tini", "-s", "--", "/usr/bin/python3", "-m", "virtainer.runtime.launcher"]
+EXEC_CLIENT = ["/usr/bin/python3", "-m", "virtainer.runtime.exec_client"]
 LAUNCHER_ENV = [
     "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
     f"PYTHONPATH={CODE_DIR}",
@@ -40,7 +42,14 @@ LAUNCHER_ENV = [
     "HOME=/root",
     f"LIBVIRT_LOG_OUTPUTS=3:file:{STATE_DIR}/libvirt.log",  # libvirt's own chatter stays off stderr
 ]
-ADDED_CAPABILITIES = ("CAP_NET_ADMIN", "CAP_SYS_ADMIN")
+# the launcher's capabilities whatever the bundle asks (runc's own `spec` template gives three):
+# Docker's default set, plus NET_ADMIN (bridge + tap) and SYS_ADMIN (virtiofsd's sandbox). The
+# command in the VM is not bound by them: there it is a process of the guest's own kernel.
+LAUNCHER_CAPABILITIES = (
+    "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+    "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
+)  # fmt: skip
 # host devices the launcher may use: (path, major, minor), added when present on the host
 DEVICES = (("/dev/kvm", 10, 232), ("/dev/net/tun", 10, 200), ("/dev/vhost-net", 10, 238))
 DOCKER_INIT = "/sbin/docker-init"  # `docker run --init`: the VM's own init does its job
@@ -85,12 +94,14 @@ def rewrite(
         accelerator=_choice(settings, "VIRTAINER_ACCEL", ("auto", "kvm", "tcg"), "auto"),
         kernel_append=settings.get("RUNCVM_KERNEL_APPEND", ""),
         debug=_flag(settings, "RUNCVM_KERNEL_DEBUG") or _flag(settings, "VIRTAINER_DEBUG"),
+        network=_own_network_namespace(config),
     )
     for name in UNSUPPORTED_RUNCVM:
         if settings.get(name):
             raise ConfigError(name, settings[name], "not supported by virtainer's runtime yet (unset it)")
     new["root"] = {"path": str(paths.tree), "readonly": True}
-    new["mounts"] = _mounts(config.get("mounts") or [], image_root, paths)
+    read_only = bool((config.get("root") or {}).get("readonly"))  # docker run --read-only, runc's spec
+    new["mounts"] = _mounts(config.get("mounts") or [], image_root, paths, read_only=read_only)
     new["process"] = _launcher_process(process)
     linux = new.setdefault("linux", {})
     linux.pop("seccomp", None)
@@ -98,6 +109,12 @@ def rewrite(
     new.setdefault("annotations", {})[MARK] = "vm"
     new["annotations"][ACCEL_ANNOTATION] = plan.accelerator
     return new, plan
+
+
+def _own_network_namespace(config: dict[str, Any]) -> bool:
+    """True when runc creates a network namespace for the container (not --network host/container:)."""
+    namespaces = (config.get("linux") or {}).get("namespaces") or []
+    return any(ns.get("type") == "network" and not ns.get("path") for ns in namespaces)
 
 
 def _image_root(config: dict[str, Any], bundle: Path) -> Path:
@@ -182,6 +199,30 @@ def resolve_in_root(root: Path, path: str, *, max_links: int = 40) -> Path | Non
     return root / str(current).lstrip("/")
 
 
+def exec_process(process: dict[str, Any]) -> dict[str, Any]:
+    """`docker exec`'s process, rewritten: the exec client, with the original for the VM in its env."""
+    args = [str(arg) for arg in process.get("args") or []]
+    if not args:
+        raise BundleError("exec: no command given")
+    user = process.get("user") or {}
+    size = process.get("consoleSize") or {}
+    original = Process(
+        args=args,
+        env=[str(entry) for entry in process.get("env") or []],
+        cwd=str(process.get("cwd") or "/"),
+        uid=int(user.get("uid", 0)),
+        gid=int(user.get("gid", 0)),
+        groups=[int(gid) for gid in user.get("additionalGids") or []],
+        terminal=bool(process.get("terminal")),
+        rows=int(size.get("height", 0)),
+        cols=int(size.get("width", 0)),
+    )
+    new = _launcher_process(process)
+    new["args"] = [*EXEC_CLIENT]
+    new["env"] = [*LAUNCHER_ENV, f"VIRTAINER_EXEC={json.dumps(asdict(original))}"]
+    return new
+
+
 def _launcher_process(process: dict[str, Any]) -> dict[str, Any]:
     new: dict[str, Any] = {
         "terminal": bool(process.get("terminal")),
@@ -194,10 +235,10 @@ def _launcher_process(process: dict[str, Any]) -> dict[str, Any]:
     for key in ("consoleSize", "rlimits", "oomScoreAdj"):
         if key in process:
             new[key] = process[key]
-    # the launcher runs as root with the container's bounding set (Docker gives a non-root user
-    # only that set) plus what QEMU, virtiofsd and the network takeover need
+    # root with one set for all of bounding/effective/permitted (Docker gives a non-root user only
+    # a bounding set): the bundle's own plus what QEMU, virtiofsd and the network takeover need
     bounding = list((process.get("capabilities") or {}).get("bounding") or [])
-    bounding += [cap for cap in ADDED_CAPABILITIES if cap not in bounding]
+    bounding += [cap for cap in LAUNCHER_CAPABILITIES if cap not in bounding]
     new["capabilities"] = {kind: list(bounding) for kind in ("bounding", "effective", "permitted")}
     return new
 
@@ -250,7 +291,9 @@ def _flag(settings: dict[str, str], name: str) -> bool:
 # -- mounts and devices -------------------------------------------------------------------------
 
 
-def _mounts(mounts: list[dict[str, Any]], image_root: Path, paths: HostPaths) -> list[dict[str, Any]]:
+def _mounts(
+    mounts: list[dict[str, Any]], image_root: Path, paths: HostPaths, *, read_only: bool
+) -> list[dict[str, Any]]:
     kept = [m for m in mounts if _container_level(str(m.get("destination", "")))]
     relocated = []
     for mount in mounts:
@@ -261,7 +304,7 @@ def _mounts(mounts: list[dict[str, Any]], image_root: Path, paths: HostPaths) ->
         moved["destination"] = VM_ROOTFS + "/" + destination.lstrip("/")
         relocated.append(moved)
     ours = [
-        _bind(image_root, VM_ROOTFS, "rw"),
+        _bind(image_root, VM_ROOTFS, "ro" if read_only else "rw"),
         *relocated,
         _bind(paths.code, f"{CODE_DIR}/virtainer", "ro"),
         _bind(paths.guest, GUEST_DIR, "ro"),

@@ -110,6 +110,21 @@ def prepare_bundle(invocation: Invocation) -> None:
     temporary.replace(config_path)
 
 
+def prepare_exec(invocation: Invocation) -> None:
+    """exec: the process file becomes the exec client, which runs the original in the VM."""
+    from virtainer.runtime import bundle
+
+    process_file = invocation.arg_value("--process", "-p")
+    if not process_file:
+        raise VirtainerError("exec without --process is not supported by virtainer (docker exec always passes one)")
+    path = Path(process_file)
+    try:
+        process = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise VirtainerError(f"cannot read {path}: {error}") from None
+    path.write_text(json.dumps(bundle.exec_process(process)))
+
+
 def report(invocation: Invocation, message: str) -> None:
     """One line on stderr, and runc's JSON log record (what containerd's shim shows)."""
     sys.stderr.write(f"virtainer: {message}\n")
@@ -138,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if invocation.verb in ("create", "run"):
             prepare_bundle(invocation)
         elif invocation.verb == "exec":
-            raise VirtainerError("docker exec into a virtainer VM is not supported yet")
+            prepare_exec(invocation)
         runc = runc_binary()
     except VirtainerError as error:
         report(invocation, str(error))

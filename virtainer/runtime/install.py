@@ -24,6 +24,7 @@ from virtainer.runtime import artifacts
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 DOCKER_PIDFILE = Path("/var/run/docker.pid")
 DEFAULT_NAME = "virtainer"
+PODMAN_DROPINS = Path("/etc/containers/containers.conf.d")  # rootful Podman's containers.conf drop-ins
 RELOAD_DEADLINE_S = 30
 
 
@@ -132,16 +133,42 @@ def install(name: str, config: Path, *, reload: bool, rebuild: bool) -> list[str
     if reload and name not in docker_runtimes():
         reload_dockerd(name, present=True)
         said.append("dockerd reloaded with SIGHUP (running containers untouched)")
+    if config == DAEMON_JSON:  # a test's own daemon.json leaves the machine's Podman alone
+        said += register_with_podman(name, executable)
     return said
 
 
+def podman_dropin(name: str) -> Path:
+    return PODMAN_DROPINS / f"50-virtainer-{name}.conf"
+
+
+def register_with_podman(name: str, executable: str) -> list[str]:
+    """Rootful Podman reads engine.runtimes from containers.conf drop-ins (no daemon to reload)."""
+    if not PODMAN_DROPINS.parent.is_dir():
+        return []  # Podman is not installed
+    path = podman_dropin(name)
+    text = "# written by `virtainer runtime install`; removed by uninstall\n"
+    text += f'[engine.runtimes]\n{name} = ["{executable}"]\n'
+    if path.exists() and path.read_text() == text:
+        return []
+    PODMAN_DROPINS.mkdir(exist_ok=True)
+    temporary = path.with_name(path.name + ".virtainer-tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+    return [f"{path}: podman run --runtime {name} (rootful Podman)"]
+
+
 def uninstall(name: str, config: Path, *, reload: bool) -> list[str]:
+    said: list[str] = []
+    if config == DAEMON_JSON and podman_dropin(name).exists():
+        podman_dropin(name).unlink()
+        said.append(f"{podman_dropin(name)} removed (rootful Podman)")
     old = read_daemon_json(config)
     new = without_runtime(old, name)
     if new == old:
-        return [f"runtime '{name}' is not registered in {config}; nothing changed"]
+        return [*said, f"runtime '{name}' is not registered in {config}; nothing changed"]
     write_daemon_json(config, new)
-    said = [f"{config}: runtimes.{name} removed (every other key kept)"]
+    said.append(f"{config}: runtimes.{name} removed (every other key kept)")
     if reload and name in docker_runtimes():
         reload_dockerd(name, present=False)
         said.append("dockerd reloaded with SIGHUP (running containers untouched)")

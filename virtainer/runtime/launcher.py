@@ -21,6 +21,7 @@ import termios
 import threading
 import time
 import tty
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,7 +30,17 @@ from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.errors import VirtainerError
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.runtime import netsetup
-from virtainer.runtime.plan import EMBED_ROOT, GUEST_DIR, PLAN_PATH, SHARED_CACHE, STATE_DIR, VM_ROOTFS, LaunchPlan
+from virtainer.runtime.plan import (
+    EMBED_ROOT,
+    EXEC_SOCKET,
+    GUEST_DIR,
+    PLAN_PATH,
+    SHARED_CACHE,
+    STATE_DIR,
+    VM_ROOTFS,
+    LaunchPlan,
+    Process,
+)
 from virtainer.runtime.vm import (
     PORT_CONTROL,
     PORT_STDERR,
@@ -112,6 +123,8 @@ class Launcher:
         self.control_lock = threading.Lock()
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.started = time.monotonic()
+        self.exec_clients: dict[int, socket.socket] = {}
+        self.next_session = 0
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -160,6 +173,7 @@ class Launcher:
                 threading.Thread(target=self._pump_stdin, args=(stdin,), daemon=True).start()
             hypervisor.resume(self.name)
             self._stage("VM running")
+            threading.Thread(target=self._serve_exec, daemon=True).start()
             if self.plan.debug:
                 threading.Thread(target=_tail, args=(self.files.console_log,), daemon=True).start()
             try:
@@ -208,14 +222,69 @@ class Launcher:
         assert self.control is not None
         buffered = b""
         try:
-            while data := self.control.recv(4096):
+            while data := self.control.recv(1 << 17):
                 buffered += data
                 while b"\n" in buffered:
                     line, buffered = buffered.split(b"\n", 1)
-                    self.lines.put(line.decode(errors="replace"))
+                    text = line.decode(errors="replace")
+                    kind, _, rest = text.partition(" ")
+                    if kind in ("out", "err", "done"):
+                        self._to_exec_client(kind, rest)
+                    else:
+                        self.lines.put(text)
         except OSError:
             pass
         self.lines.put(None)
+
+    # -- docker exec: clients on EXEC_SOCKET, sessions multiplexed on the control port ----------
+
+    def _serve_exec(self) -> None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(EXEC_SOCKET)
+        server.bind(EXEC_SOCKET)
+        os.chmod(EXEC_SOCKET, 0o600)
+        server.listen(16)
+        while True:
+            client, _ = server.accept()
+            threading.Thread(target=self._exec_session, args=(client,), daemon=True).start()
+
+    def _exec_session(self, client: socket.socket) -> None:
+        reader = client.makefile("rb")
+        try:
+            request = json.loads(reader.readline())
+            process = Process(**request["process"])
+        except (ValueError, TypeError, KeyError):
+            client.close()
+            return
+        with self.control_lock:
+            self.next_session += 1
+            session = self.next_session
+        self.exec_clients[session] = client
+        config = guest_config(replace(self.plan, process=process), with_stdin=bool(request.get("stdin")), nics=[])
+        self._send(f"exec {session} {config.hex()}")
+        for raw in reader:
+            kind, _, rest = raw.decode(errors="replace").strip().partition(" ")
+            if kind == "in":
+                self._send(f"in {session} {rest}")
+            elif kind == "ineof":
+                self._send(f"ineof {session}")
+            elif kind == "kill":
+                self._send(f"kill {session} {rest}")
+            elif kind == "size":
+                self._send(f"execsize {session} {rest}")
+
+    def _to_exec_client(self, kind: str, rest: str) -> None:
+        session_text, _, payload = rest.partition(" ")
+        client = self.exec_clients.get(int(session_text)) if session_text.isdigit() else None
+        if client is None:
+            return
+        with contextlib.suppress(OSError):
+            client.sendall(f"{kind} {payload}\n".encode())
+        if kind == "done":
+            self.exec_clients.pop(int(session_text), None)
+            with contextlib.suppress(OSError):
+                client.close()
 
     def _pump_stdin(self, sock: socket.socket) -> None:
         """Our stdin into the guest. Its end is a count on the control port, not a closed socket:

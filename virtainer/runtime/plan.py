@@ -20,6 +20,7 @@ RUN_DIR = "/opt/virtainer/run"  # this container's plan (read-only)
 PLAN_PATH = f"{RUN_DIR}/plan.json"
 STATE_DIR = "/run/virtainer"  # tmpfs: sockets, console log, libvirt's embedded root
 EMBED_ROOT = f"{STATE_DIR}/libvirt"
+EXEC_SOCKET = f"{STATE_DIR}/exec.sock"  # docker exec: the exec client asks the launcher here
 # shared by every container of one runtime tree (host: CACHE/host-<tree key>, read-write): libvirt's
 # probe of QEMU's capabilities (~5 s under TCG) and the KVM-or-TCG decision, made once per boot
 SHARED_CACHE = f"{EMBED_ROOT}/cache"

@@ -120,10 +120,7 @@ static char *slurp(const char *path, size_t *size) {
     return buf;
 }
 
-static void read_config(struct config *c) {
-    size_t size;
-    char *buf = slurp("/virtainer/config", &size);
-    if (!buf) die("no /virtainer/config in the initramfs");
+static void parse_config(struct config *c, char *buf, size_t size) {
     memset(c, 0, sizeof(*c));
     c->cwd = "/";
     char *p = buf, *end = buf + size;
@@ -153,6 +150,13 @@ static void read_config(struct config *c) {
     }
     c->args[c->nargs] = NULL;
     c->env[c->nenv] = NULL;
+}
+
+static void read_config(struct config *c) {
+    size_t size;
+    char *buf = slurp("/virtainer/config", &size);
+    if (!buf) die("no /virtainer/config in the initramfs");
+    parse_config(c, buf, size);
     if (c->nargs == 0) die("the configuration has no command");
 }
 
@@ -382,7 +386,7 @@ struct state {
     pid_t child;
     int status;            /* exit status once the child ended, else -1 */
     unsigned long long out_bytes, err_bytes;
-    char ctl_buf[512];
+    char ctl_buf[1 << 18];
     size_t ctl_len;
     int acked;
     char in_buf[65536];
@@ -390,6 +394,136 @@ struct state {
     unsigned long long in_done;  /* bytes written into in_dst so far */
     long long in_total;    /* from "stdin-eof N": the host's stdin ended after N bytes; else -1 */
 };
+
+/* ---- docker exec: sessions multiplexed on the control port ----------------------------------
+ * host->guest  "exec ID HEX" (HEX: a config like /virtainer/config), "in ID HEX", "ineof ID",
+ *              "kill ID SIG", "execsize ID ROWS COLS"
+ * guest->host  "out ID HEX", "err ID HEX", "done ID STATUS" (after its output ended)          */
+#define MAX_SESSIONS 32
+struct session {
+    int used, id;
+    pid_t pid;
+    int out, err, in, master; /* -1 when closed */
+    int status;               /* -1 while running */
+    long ended_ms;            /* when the process ended: its output gets a short grace */
+    char *config_buf;
+    struct config cfg;
+};
+static struct session sessions[MAX_SESSIONS];
+
+static const char HEX[] = "0123456789abcdef";
+
+static void send_frame(int port, const char *kind, int id, const char *data, size_t len) {
+    static char line[2 * 65536 + 64];
+    int n = snprintf(line, 64, "%s %d ", kind, id);
+    for (size_t i = 0; i < len; i++) {
+        line[n++] = HEX[(unsigned char)data[i] >> 4];
+        line[n++] = HEX[(unsigned char)data[i] & 15];
+    }
+    line[n++] = '\n';
+    write_all(port, line, (size_t)n);
+}
+
+static size_t unhex(const char *text, char *out) {
+    size_t n = 0;
+    for (; text[0] && text[1]; text += 2) {
+        int hi = strchr(HEX, text[0]) ? (int)(strchr(HEX, text[0]) - HEX) : 0;
+        int lo = strchr(HEX, text[1]) ? (int)(strchr(HEX, text[1]) - HEX) : 0;
+        out[n++] = (char)(hi * 16 + lo);
+    }
+    return n;
+}
+
+static struct session *find_session(int id) {
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (sessions[i].used && sessions[i].id == id) return &sessions[i];
+    return NULL;
+}
+
+static void child_setup(const struct config *c, int in, int out, int err, int tty);
+
+static void start_session(int ctl_port, int id, const char *hex) {
+    struct session *x = NULL;
+    for (int i = 0; i < MAX_SESSIONS && !x; i++)
+        if (!sessions[i].used) x = &sessions[i];
+    if (!x) { char line[64]; snprintf(line, sizeof line, "done %d 126\n", id); write_all(ctl_port, line, strlen(line)); return; }
+    memset(x, 0, sizeof *x);
+    x->config_buf = malloc(strlen(hex) / 2 + 1);
+    size_t size = unhex(hex, x->config_buf);
+    parse_config(&x->cfg, x->config_buf, size);
+    x->used = 1; x->id = id; x->status = -1; x->out = x->err = x->in = x->master = -1;
+    int in_r, out_w, err_w, tty = -1;
+    if (x->cfg.terminal) {
+        x->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (x->master < 0 || grantpt(x->master) < 0 || unlockpt(x->master) < 0) { x->status = 126; return; }
+        tty = open(ptsname(x->master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (x->cfg.rows && x->cfg.cols) {
+            struct winsize ws = {.ws_row = x->cfg.rows, .ws_col = x->cfg.cols};
+            ioctl(x->master, TIOCSWINSZ, &ws);
+        }
+        in_r = out_w = err_w = tty;
+        x->out = x->master;
+        x->in = x->cfg.with_stdin ? x->master : -1;
+    } else {
+        int o[2], e[2], i[2];
+        if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 || pipe2(i, O_CLOEXEC) < 0) { x->status = 126; return; }
+        x->out = o[0]; out_w = o[1];
+        x->err = e[0]; err_w = e[1];
+        in_r = i[0]; x->in = i[1];
+        if (!x->cfg.with_stdin) { close(x->in); x->in = -1; }
+    }
+    x->pid = fork();
+    if (x->pid == 0) child_setup(&x->cfg, in_r, out_w, err_w, tty);
+    if (tty >= 0) close(tty);
+    else { close(in_r); close(out_w); close(err_w); }
+    if (x->pid < 0) x->status = 126;
+}
+
+static void session_input(struct session *x, const char *hex) {
+    static char buf[65536 + 16];
+    if (!x || x->in < 0) return;
+    size_t n = unhex(hex, buf);
+    if (write_all(x->in, buf, n) < 0 && x->master < 0) { close(x->in); x->in = -1; }
+}
+
+static void session_end_input(struct session *x) {
+    if (!x || x->in < 0) return;
+    if (x->master >= 0) write_all(x->master, "\x04", 1);
+    else close(x->in);
+    x->in = -1;
+}
+
+/* output of one session's fd: frames on the control port; EOF closes it */
+static void session_relay(int ctl_port, struct session *x, int *fd, const char *kind) {
+    char buf[16384];
+    ssize_t n = read(*fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n <= 0) {
+        if (*fd == x->in) x->in = -1;
+        close(*fd);
+        *fd = -1;
+        return;
+    }
+    send_frame(ctl_port, kind, x->id, buf, (size_t)n);
+}
+
+static void finish_sessions(int ctl_port) {
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        struct session *x = &sessions[i];
+        if (!x->used || x->status < 0) continue;
+        int drained = x->out < 0 && x->err < 0;
+        if (!drained && now_ms() - x->ended_ms < 2000) continue;
+        char line[64];
+        snprintf(line, sizeof line, "done %d %d\n", x->id, x->status);
+        write_all(ctl_port, line, strlen(line));
+        if (x->out >= 0) close(x->out);
+        if (x->err >= 0) close(x->err);
+        if (x->in >= 0 && x->in != x->master) close(x->in);
+        x->out = x->err = x->in = x->master = -1; /* polled this round: never read again */
+        free(x->config_buf);
+        x->used = 0;
+    }
+}
 
 /* the host's stdin ended and everything it sent went in: the process reads EOF */
 static void close_stdin_when_done(struct state *s) {
@@ -400,7 +534,7 @@ static void close_stdin_when_done(struct state *s) {
 }
 
 static void handle_control_line(struct state *s, char *line) {
-    int a, b;
+    int a, b, c;
     long long n;
     if (sscanf(line, "signal %d", &a) == 1) {
         if (s->child > 0 && s->status < 0) kill(s->child, a);
@@ -412,6 +546,21 @@ static void handle_control_line(struct state *s, char *line) {
     } else if (sscanf(line, "stdin-eof %lld", &n) == 1) {
         s->in_total = n;
         close_stdin_when_done(s);
+    } else if (!strncmp(line, "exec ", 5) && sscanf(line + 5, "%d", &a) == 1 && strchr(line + 5, ' ')) {
+        start_session(s->ctl_port, a, strchr(line + 5, ' ') + 1);
+    } else if (!strncmp(line, "in ", 3) && sscanf(line + 3, "%d", &a) == 1 && strchr(line + 3, ' ')) {
+        session_input(find_session(a), strchr(line + 3, ' ') + 1);
+    } else if (sscanf(line, "ineof %d", &a) == 1) {
+        session_end_input(find_session(a));
+    } else if (sscanf(line, "kill %d %d", &a, &b) == 2) {
+        struct session *x = find_session(a);
+        if (x && x->pid > 0 && x->status < 0) kill(x->pid, b);
+    } else if (sscanf(line, "execsize %d %d %d", &a, &b, &c) == 3) {
+        struct session *x = find_session(a);
+        if (x && x->master >= 0) {
+            struct winsize ws = {.ws_row = (unsigned short)b, .ws_col = (unsigned short)c};
+            ioctl(x->master, TIOCSWINSZ, &ws);
+        }
     } else if (!strcmp(line, "ack")) {
         s->acked = 1;
     }
@@ -454,6 +603,12 @@ static void reap(struct state *s) {
     int wstatus;
     pid_t pid;
     while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            if (sessions[i].used && sessions[i].pid == pid) {
+                sessions[i].status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+                sessions[i].ended_ms = now_ms();
+            }
+        }
         if (pid != s->child) continue;
         s->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
         /* the container ends with its process: nothing it started outlives it (as with runc) */
@@ -542,17 +697,29 @@ int main(void) {
         if (s.status >= 0 && s.out_src < 0 && s.err_src < 0) break;
         if (s.status >= 0 && !drain_deadline) drain_deadline = now_ms() + DRAIN_DEADLINE_MS;
         if (drain_deadline && now_ms() > drain_deadline) break;
-        struct pollfd fds[6];
-        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1;
+        struct pollfd fds[6 + 2 * MAX_SESSIONS];
+        struct { struct session *x; int *fd; const char *kind; } watched[2 * MAX_SESSIONS];
+        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1, first_session, nwatched = 0;
         fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         fds[n++] = (struct pollfd){.fd = s.ctl_port, .events = POLLIN};
         if (s.out_src >= 0) { i_out = n; fds[n++] = (struct pollfd){.fd = s.out_src, .events = POLLIN}; }
         if (s.err_src >= 0) { i_err = n; fds[n++] = (struct pollfd){.fd = s.err_src, .events = POLLIN}; }
         if (s.in_port >= 0 && s.in_dst >= 0 && s.in_len == 0) { i_in = n; fds[n++] = (struct pollfd){.fd = s.in_port, .events = POLLIN}; }
         if (s.in_dst >= 0 && s.in_len > 0) { i_dst = n; fds[n++] = (struct pollfd){.fd = s.in_dst, .events = POLLOUT}; }
-        int ready = poll(fds, (nfds_t)n, drain_deadline ? 100 : 1000);
+        first_session = n;
+        for (int i = 0; i < MAX_SESSIONS && s.status < 0; i++) {
+            struct session *x = &sessions[i];
+            if (!x->used) continue;
+            if (x->out >= 0) { watched[nwatched] = (typeof(watched[0])){x, &x->out, "out"}; fds[n++] = (struct pollfd){.fd = x->out, .events = POLLIN}; nwatched++; }
+            if (x->err >= 0) { watched[nwatched] = (typeof(watched[0])){x, &x->err, "err"}; fds[n++] = (struct pollfd){.fd = x->err, .events = POLLIN}; nwatched++; }
+        }
+        int ready = poll(fds, (nfds_t)n, drain_deadline ? 100 : 500);
         if (ready < 0 && errno != EINTR) die("poll: %s", strerror(errno));
+        finish_sessions(s.ctl_port);
         if (ready <= 0) continue;
+        for (int w = 0; w < nwatched; w++)
+            if (fds[first_session + w].revents && *watched[w].fd >= 0)
+                session_relay(s.ctl_port, watched[w].x, watched[w].fd, watched[w].kind);
         if (fds[0].revents) {
             struct signalfd_siginfo info;
             while (read(sfd, &info, sizeof info) > 0) {}
