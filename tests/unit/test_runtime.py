@@ -213,7 +213,7 @@ def test_daemon_json_keeps_every_other_key() -> None:
     new = install.with_runtime(old, "virtainer", "/bin/vr")
     assert new == {"log-level": "warn", "runtimes": {"other": {"path": "/o"}, "virtainer": {"path": "/bin/vr"}}}
     assert install.without_runtime(new, "virtainer") == old
-    assert install.without_runtime({"runtimes": {"virtainer": {}}}, "virtainer") == {}
+    assert install.without_runtime({"runtimes": {"virtainer": {}}}, "virtainer") == {"runtimes": {}}
     assert json.loads(json.dumps(old)) == old  # the input is not modified
 
 

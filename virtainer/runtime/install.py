@@ -82,9 +82,8 @@ def without_runtime(data: dict[str, Any], name: str) -> dict[str, Any]:
     new = _copy(data)
     runtimes = new.get("runtimes")
     if isinstance(runtimes, dict):
+        # an empty "runtimes" stays: dockerd keeps its old runtimes on SIGHUP when the key is absent
         runtimes.pop(name, None)
-        if not runtimes:
-            del new["runtimes"]
     return new
 
 
