@@ -55,12 +55,18 @@ def diff_file(path: Path) -> Path:
 
 
 def image_base(image: str, engine: str = "docker") -> ImageBase:
-    done = _engine(engine, "run", "--rm", "--network", "none", "--entrypoint", "cat", image, str(BAKED_RECORD))
+    not_baked = ConfigError("--from", image, "a virtainer image with a baked guest base (its image.json)")
+    try:
+        done = _engine(engine, "run", "--rm", "--network", "none", "--entrypoint", "cat", image, str(BAKED_RECORD))
+    except VirtainerError as error:
+        if "No such file" in str(error):  # a generic image: no guest base of its own
+            raise not_baked from None
+        raise
     try:
         record = json.loads(done)
         return ImageBase(str(record["path"]), str(record["sha256"]), str(record.get("os_variant", "")))
     except (ValueError, KeyError, TypeError):
-        raise ConfigError("--from", image, "a virtainer image with a baked guest base (its image.json)") from None
+        raise not_baked from None
 
 
 def build(diff: Path, source_image: str, tag: str, env: Mapping[str, str], engine: str = "docker") -> BuiltImage:
