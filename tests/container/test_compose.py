@@ -193,4 +193,7 @@ def test_down_stops_both_vms_gracefully_and_up_keeps_their_disks(fleet: Project)
     start_project(fleet)
     for vm in ("vm1", "vm2"):
         healthy(fleet, vm).wait_log(r"GUEST-DISK-BOOTS=2\b", timeout_s=30)
-    wait_until(lambda: client_reached_both(fleet), 60, "the client's banner lines after the second up")
+    try:  # a loaded machine has failed this at 60 s: the guests' second boot is slower to answer
+        wait_until(lambda: client_reached_both(fleet), 120, "the client's banner lines after the second up")
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\n{fleet.run('logs', '--no-color', 'client').stdout[-2000:]}") from None
