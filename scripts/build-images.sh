@@ -100,6 +100,7 @@ stage_context() { # stage_context DIR: the build context, nothing but what the i
     "$REPO"/container/healthcheck.sh "$REPO"/container/fetch-image.py "$dir/"
   (cd "$REPO" && find virtainer -name __pycache__ -prune -o -type f \( -name '*.py' -o -name '*.j2' -o -name py.typed \) -print0 \
     | tar --null -T - -cf -) | tar -xf - -C "$dir"
+  cp -r "$REPO/virtainer/api/ui" "$dir/virtainer/api/"  # the web UI, with its vendored assets
 }
 
 build_variant() {
@@ -140,6 +141,7 @@ build_variant() {
       "$REPO"/container/healthcheck.sh "$REPO"/container/fetch-image.py "$REPO"/container/api-requirements.txt
     (cd "$REPO" && find virtainer -name __pycache__ -prune -o -type f \( -name '*.py' -o -name '*.j2' \) -print \
       | LC_ALL=C sort | xargs sha256sum)
+    (cd "$REPO" && find virtainer/api/ui -type f | LC_ALL=C sort | xargs sha256sum)
   } | key_of)
   local name="virtainer/${variant}${TAG_SUFFIX}"
   if image_exists "$name:$key"; then
@@ -174,6 +176,7 @@ build_variant() {
 
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(generic)
+"$REPO"/scripts/build-ui.sh  # the web UI's vendored noVNC and xterm.js, before the key is computed
 for variant in "${variants[@]}"; do
   build_variant "$variant"
 done

@@ -16,8 +16,10 @@ PACKAGES=(
   mmdebstrap e2fsprogs fdisk grub-pc-bin                      # test guest images, no loop devices
   openssh-client iproute2 procps ca-certificates curl tini
   genisoimage acl                                             # benchmarks/peers.py: testcloud uses both
+  prometheus chromium                                         # metrics and web UI tests (real Prometheus, real browser)
 )
 [ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman docker-compose docker-registry)  # podman: the rootful-Podman container test; docker-compose: the compose examples; docker-registry: a loopback registry for the image tests
+command -v npm >/dev/null || PACKAGES+=(npm)  # vendors the web UI's noVNC and xterm.js (scripts/build-ui.sh)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -94,4 +96,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q "libvirt-python==${libvirt_version}" -e ".[api,test]"
   echo "$want" > "$stamp"
 fi
+scripts/build-ui.sh  # the web UI's browser assets, pinned in ui/package-lock.json
 log "ready: libvirt $(virsh -c qemu:///system version --daemon 2>/dev/null | awk '/daemon/{print $NF}'), $(.venv/bin/python --version)"

@@ -238,13 +238,18 @@ def user_netdev_args(spec: VmSpec, mac: str) -> list[str]:
 
 
 def display_values(given: LayoutInput) -> dict[str, object]:
-    """VNC when asked for; a display adapter with it, and always for Windows (its console is the screen)."""
+    """VNC when asked for; a display adapter with it, and always for Windows (its console is the screen).
+
+    A display adapter without a VNC setting still gets a VNC display on a unix socket libvirt
+    makes (and only libvirt, QEMU and root can open): the REST API's screen proxy reaches it,
+    nothing is published."""
     spec, vnc = given.spec, given.spec.vnc
     wanted = vnc is not None or given.profile.family == "windows"
+    video = spec.video if wanted and spec.video != "none" else None
     graphics = None
     if vnc is not None:
         graphics = VncLayout(vnc.port or -1, vnc.port is None, vnc.listen, vnc.password)
-    return {"graphics": graphics, "video": spec.video if wanted and spec.video != "none" else None}
+    return {"graphics": graphics, "private_vnc": video is not None and graphics is None, "video": video}
 
 
 def tpm_values(given: LayoutInput) -> dict[str, object]:

@@ -60,6 +60,25 @@ _SHUTOFF_REASONS = {
 
 
 @dataclass(frozen=True)
+class DomainStats:
+    """One domain's counters from libvirt's bulk stats (getAllDomainStats), keys as libvirt names
+    them ("cpu.time", "block.0.wr.bytes", "balloon.rss", ...; see virsh domstats)."""
+
+    name: str
+    state: DomainState
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VncEndpoint:
+    """Where a running domain's VNC display listens: a unix socket, or a host and port."""
+
+    socket: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
 class InterfaceAddress:
     mac: str
     address: str
@@ -172,6 +191,32 @@ class Hypervisor:
 
     def list_names(self) -> list[str]:
         return sorted(domain.name() for domain in self.conn.listAllDomains(0))
+
+    def all_domain_stats(self, names: tuple[str, ...] = ()) -> list[DomainStats]:
+        """State, CPU, balloon, vCPU, NIC and disk counters of every domain (or of `names`) in one
+        libvirt round trip: what a metrics scrape reads."""
+        groups = (
+            libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+            | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK
+        )  # fmt: skip
+        try:
+            if names:
+                domains = [domain for name in names if (domain := self._lookup(name)) is not None]
+                records = self.conn.domainListGetStats(domains, groups, 0) if domains else []
+            else:
+                records = self.conn.getAllDomainStats(groups, 0)
+        except libvirt.libvirtError as error:
+            raise HypervisorError(f"cannot read domain statistics: {error.get_error_message()}") from None
+        return [
+            DomainStats(str(domain.name()), _STATES.get(int(values.get("state.state", -1)), DomainState.OTHER), values)
+            for domain, values in records
+        ]
+
+    def _lookup(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self._domain(name)
+        except NotFoundError:
+            return None
 
     # -- domains -------------------------------------------------------------------------------
 
@@ -370,6 +415,25 @@ class Hypervisor:
             self._domain(name).setUserPassword(user, password, 0)
         except libvirt.libvirtError as error:
             raise _agent_error(error, name) from None
+
+    def has_display(self, name: str) -> bool:
+        """The domain has a display adapter (a video device)."""
+        return etree.fromstring(self.xml(name).encode()).find("devices/video") is not None
+
+    def vnc_endpoint(self, name: str) -> VncEndpoint | None:
+        """The running domain's VNC display from its live XML; None without one (or while off)."""
+        graphics = etree.fromstring(self.xml(name).encode()).find("devices/graphics[@type='vnc']")
+        if graphics is None:
+            return None
+        listen = graphics.find("listen")
+        socket = graphics.get("socket") or (listen.get("socket") if listen is not None else None)
+        if socket:
+            return VncEndpoint(socket=socket)
+        port = int(graphics.get("port") or -1)
+        if port <= 0:
+            return None
+        host = graphics.get("listen") or "127.0.0.1"
+        return VncEndpoint(host="127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port=port)
 
     def screenshot(self, name: str, path: Path) -> str:
         """Save the guest's screen (its first display adapter) to `path`; returns the MIME type.

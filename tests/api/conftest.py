@@ -71,12 +71,17 @@ def serving(
         server.token = token or token_file.read_text().strip()
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL when it does not exit in time."""
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _healthy(server: ApiServer) -> bool:
@@ -110,20 +115,21 @@ class TinyVm:
         return int(counts[-1]) if counts else 0
 
 
-def tiny_spec(name: str, directory: Path, guest: TinyGuest, *, cmdline: str = TINY_CMDLINE) -> VmSpec:
+def tiny_spec(name: str, directory: Path, guest: TinyGuest, *, cmdline: str = TINY_CMDLINE, **extra: str) -> VmSpec:
     settings = {
         "name": name, "image": str(guest.base_image), "kernel": str(guest.kernel), "initrd": str(guest.initrd),
         "cmdline": cmdline, "state_dir": str(directory / "state"), "diff": str(directory / "diff.qcow2"),
-        "memory": "256M", "vcpus": 1, "network": "none", "wait_for": "running", "boot_timeout": 60,
+        "memory": "256M", "vcpus": 1, "network": "none", "wait_for": "running", "boot_timeout": 60, **extra,
     }  # fmt: skip
     return resolve_spec(settings_from_mapping(settings, "test"))
 
 
 @contextlib.contextmanager
-def booted_tiny(directory: Path, *, prefix: str = "api", cmdline: str = TINY_CMDLINE) -> Iterator[TinyVm]:
+def booted_tiny(directory: Path, *, prefix: str = "api", cmdline: str = TINY_CMDLINE, **extra: str) -> Iterator[TinyVm]:
+    """extra: more VM settings (e.g. vnc="auto", video="vga")."""
     guest = tiny_guest()
     name = unique_name(prefix)
-    spec = tiny_spec(name, directory, guest, cmdline=cmdline)
+    spec = tiny_spec(name, directory, guest, cmdline=cmdline, **extra)
     try:
         with Hypervisor() as hv:
             machine.up(spec, hv)

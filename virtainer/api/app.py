@@ -8,14 +8,18 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 import virtainer
 from virtainer.api.auth import bearer, resolve_token
 from virtainer.api.backend import Backend, OnReady
+from virtainer.api.console import Consoles
 from virtainer.api.errors import install_error_handlers, responses
 from virtainer.api.events import EventHub
 from virtainer.api.gate import Gate
-from virtainer.api.routes import events, fleet, guest, health, snapshots, vms
+from virtainer.api.metrics import ApiMetrics, RequestMetrics, VmCollector
+from virtainer.api.routes import console, events, fleet, guest, health, metrics, snapshots, ui, vms
+from virtainer.api.session import Sessions
 from virtainer.api.settings import ApiSettings
 
 DESCRIPTION = """Start, stop, snapshot and revert virtainer VMs over HTTP.
@@ -58,10 +62,19 @@ def create_app(
     app.state.settings = settings
     app.state.backend = backend
     app.state.token = resolve_token(settings, announce)
+    app.state.metrics = ApiMetrics(
+        VmCollector(backend.hypervisor, settings.vms, settings.metrics_ttl_s), lambda: hub.clients
+    )
+    app.state.sessions = Sessions()
+    app.state.consoles = Consoles(backend.hypervisor, lambda call: backend.run(lambda _hv: call()))
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (vms, fleet, snapshots, guest, events):  # the gate checks the token; this documents it
-        app.include_router(module.router, dependencies=[Depends(bearer)], responses=responses(401, 408, 413, 503))
+    documented = {"dependencies": [Depends(bearer)], "responses": responses(401, 408, 413, 503)}
+    for module in (vms, fleet, snapshots, guest, events, metrics, console):  # the gate checks the token
+        app.include_router(module.router, **documented)
+    if settings.ui:
+        app.include_router(ui.router)
+        app.mount("/ui/static", StaticFiles(directory=ui.UI_DIR, check_dir=False), name="ui-static")
     app.add_middleware(
         Gate,
         token=lambda: app.state.token,
@@ -70,5 +83,8 @@ def create_app(
         max_requests=settings.max_requests,
         max_event_streams=settings.max_event_streams,
         body_timeout_s=settings.body_timeout_s,
+        sessions=app.state.sessions,
+        open_path=lambda path: (settings.ui and ui.is_open(path)) or (path == "/metrics" and not settings.metrics_auth),
     )
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: refusals are counted too
     return app

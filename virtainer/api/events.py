@@ -39,6 +39,11 @@ class EventHub:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._ids = itertools.count(1)
 
+    @property
+    def clients(self) -> int:
+        """Open streams (a metric)."""
+        return len(self._subscribers)
+
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 

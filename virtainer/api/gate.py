@@ -5,7 +5,9 @@ In this order, each refusal answered at once in the API's error shape, with `Con
 
 1. `/healthz` and `/readyz` pass: health checks carry no token and are never limited here.
 2. Credentials (auth.check_credentials) from the headers alone: 401 before a byte of the body is
-   read. With `public_reads`, GET and HEAD pass without them.
+   read. With `public_reads`, GET and HEAD pass without them; so do the paths `open_path` names
+   (the web UI's page, login and assets; /metrics when told). A web UI session cookie from this
+   server's origin (session.py) counts as credentials, for websockets too.
 3. A declared Content-Length above `max_body_bytes`: 413.
 4. More than `max_requests` requests in progress: 503; more than `max_event_streams` open event
    streams: 429.
@@ -23,6 +25,7 @@ from typing import Any
 
 from virtainer.api.auth import check_credentials
 from virtainer.api.errors import error_bytes
+from virtainer.api.session import Sessions, cookie_authorized
 from virtainer.errors import AuthError
 
 Scope = MutableMapping[str, Any]
@@ -55,8 +58,12 @@ class Gate:
         max_requests: int,
         max_event_streams: int,
         body_timeout_s: float,
+        sessions: Sessions | None = None,
+        open_path: Callable[[str], bool] = lambda _path: False,
     ) -> None:
         self.app = app
+        self.sessions = sessions
+        self.open_path = open_path
         self.token = token
         self.public_reads = public_reads
         self.max_body_bytes = max_body_bytes
@@ -67,9 +74,9 @@ class Gate:
         self.event_streams = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":  # none today; one added later is no way around the token
+        if scope["type"] == "websocket":  # the console and the screen: no way around the token
             try:
-                check_credentials(dict(scope["headers"]), self.token())
+                check_credentials(dict(scope["headers"]), self.token(), session=cookie_authorized(scope, self.sessions))
             except AuthError:
                 await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
                 return
@@ -79,7 +86,7 @@ class Gate:
         streaming = scope["path"] == EVENTS_PATH
         try:
             headers = dict(scope["headers"])
-            self._admit(scope["method"], headers)
+            self._admit(scope, headers)
             if self.requests >= self.max_requests:
                 raise Refusal(503, "busy", f"more than {self.max_requests} requests in progress", "retry shortly")
             if streaming and self.event_streams >= self.max_event_streams:
@@ -98,10 +105,10 @@ class Gate:
             self.requests -= 1
             self.event_streams -= streaming
 
-    def _admit(self, method: str, headers: dict[bytes, bytes]) -> None:
-        if not (self.public_reads and method in READ_METHODS):
+    def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+        if not (self.public_reads and scope["method"] in READ_METHODS) and not self.open_path(scope["path"]):
             try:
-                check_credentials(headers, self.token())
+                check_credentials(headers, self.token(), session=cookie_authorized(scope, self.sessions))
             except AuthError as error:
                 raise Refusal(401, "unauthorized", error.message, error.hint) from None
         declared = headers.get(b"content-length", b"0")

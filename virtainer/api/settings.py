@@ -54,6 +54,9 @@ class ApiSettings(BaseModel):
     header_timeout_s: float = Field(10.0, gt=0, le=600)  # request line + headers; slower: 408
     body_timeout_s: float = Field(10.0, gt=0, le=600)  # the whole body; slower: 408
     refuse_local_peers: bool = False  # the container under user-mode networking (protocol.py)
+    metrics_auth: bool = True  # GET /metrics needs the token (False: open to any scraper)
+    metrics_ttl_s: float = Field(1.0, ge=0, le=300)  # one libvirt read serves scrapes this long
+    ui: bool = True  # the web UI at / (off: the REST API alone)
 
     @field_validator("token")
     @classmethod
@@ -135,4 +138,7 @@ ENV_NAMES = {
     "header_timeout_s": "VIRTAINER_API_HEADER_TIMEOUT",
     "body_timeout_s": "VIRTAINER_API_BODY_TIMEOUT",
     "peers": "VIRTAINER_API_PEERS",
+    "metrics_auth": "VIRTAINER_API_METRICS_AUTH",
+    "metrics_ttl_s": "VIRTAINER_API_METRICS_TTL",
+    "ui": "VIRTAINER_API_UI",
 }
