@@ -25,7 +25,7 @@ from virtainer.files import remove_stale_temporaries, write_atomic
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import BASE_RECORD_SUFFIX, DataDisk, VmSpec, beside_diff, spec_with
+from virtainer.spec import BASE_RECORD_SUFFIX, READINESS_FILE, DataDisk, VmSpec, beside_diff, spec_with
 
 
 class Reporter(Protocol):
@@ -458,7 +458,7 @@ def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
                 result.guest = guest.facts(hv, name, patient=False)
     state_dir = metadata.get("state-dir")
     if state_dir and state == DomainState.RUNNING:
-        readiness = Readiness.load(Path(state_dir) / "readiness.json")
+        readiness = Readiness.load(Path(state_dir) / READINESS_FILE)
         result.stages = readiness.records() if readiness else []
     if result.diff_path:
         with contextlib.suppress(OSError, ValueError, KeyError):

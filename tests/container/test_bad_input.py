@@ -78,6 +78,9 @@ CASES = [
          {"VM_GUEST_TCP_FWDS": '("1.2.3.4:80:172.17.0.1:80")'}, caps=(), network="default"),
     Case("restrict-without-net-admin", "VM_GUEST_RESTRICT needs the NET_ADMIN capability",
          {"VM_GUEST_RESTRICT": "1"}, caps=(), network="default"),
+    # the guest would reach QEMU's VNC server from inside the container: refused unless accepted
+    Case("vnc-without-net-admin", "VM_GUEST_VNC with user-mode networking would let the guest reach",
+         {"VM_GUEST_VNC": "1"}, caps=(), network="default"),
     Case("restrict-not-a-flag", "VM_GUEST_RESTRICT='maybe'", {"VM_GUEST_RESTRICT": "maybe"}, network="default"),
     Case("lan-too-small", "VM_GUEST_LAN='192.168.1.0/30'", {"VM_GUEST_LAN": "192.168.1.0/30"}, network="default"),
     Case("lan-not-a-network", "VM_GUEST_LAN='lan'", {"VM_GUEST_LAN": "lan"}, network="default"),

@@ -27,9 +27,10 @@ from virtainer.api import actions, models
 from virtainer.api.events import EventHub
 from virtainer.api.settings import ApiSettings
 from virtainer.errors import ConflictError, NotFoundError, VirtainerError
+from virtainer.files import write_atomic
 from virtainer.hypervisor import Hypervisor
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import VmSpec
+from virtainer.spec import READINESS_FILE, VmSpec
 
 T = TypeVar("T")
 STALE_FACTOR = 3  # a cached status older than this many TTLs is never served
@@ -287,19 +288,19 @@ class Backend:
             wanted = actions.wanted_stages(hv, vm)
             ready_command = hv.metadata(vm).get("ready-command") or None
             readiness = Readiness(time.time(), wanted, ready_command=ready_command)  # type: ignore[arg-type]
-            record = Path(state_dir) / "readiness.json" if state_dir else None
+            record = Path(state_dir) / READINESS_FILE if state_dir else None
 
             def on_stage(stage: StageRecord) -> None:
                 if cancel.is_set():
                     return  # a newer start's wait owns the record now
                 if record is not None:
-                    record.write_text(readiness.to_json())
+                    write_atomic(record, readiness.to_json())
                 self._invalidate(vm)
                 details = {"stage": stage.stage, "elapsed_s": stage.elapsed_s, "detail": stage.detail}
                 self.events.publish("readiness", vm, **details)
 
             if record is not None:
-                record.write_text(readiness.to_json())
+                write_atomic(record, readiness.to_json())
             timeout_s = VmSpec.boot_timeout_s  # the default: a definition does not record its VM's own
             wait_until_ready(hv, vm, readiness, timeout_s=timeout_s, on_stage=on_stage, stop=cancel)
             if readiness.ready and not cancel.is_set() and self.on_ready is not None:
@@ -318,7 +319,7 @@ def _with_operation(status: models.VmPublic, operation: str | None) -> models.Vm
 
 def _recorded_stages(hv: Hypervisor, vm: str) -> list[StageRecord]:
     state_dir = hv.metadata(vm).get("state-dir") if hv.exists(vm) else None
-    readiness = Readiness.load(Path(state_dir) / "readiness.json") if state_dir else None
+    readiness = Readiness.load(Path(state_dir) / READINESS_FILE) if state_dir else None
     return readiness.records() if readiness else []
 
 

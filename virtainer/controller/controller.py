@@ -259,6 +259,14 @@ class Controller:
                     f"{self.raw[key].origin} needs the NET_ADMIN capability ({why}): add --cap-add NET_ADMIN "
                     "(--privileged includes it)"
                 )  # fmt: skip
+        if spec.vnc is not None and not self.config.guest_control_access:
+            # QEMU makes the guest's connections from inside the container, where its VNC server
+            # listens: without NET_ADMIN there are no rules that could keep the guest off it
+            raise preflight.ContainerSetupError(
+                f"{self.raw['vnc'].origin if 'vnc' in self.raw else 'vnc'} with user-mode networking would let the "
+                "guest reach its own VNC server: add --cap-add NET_ADMIN (--privileged includes it), or set "
+                "VIRTAINER_GUEST_CONTROL_ACCESS=1 to accept that"
+            )
         self.sink.line(
             "no NET_ADMIN capability: the VM uses QEMU's user-mode networking (slirp; this libvirt has no "
             "passt backend): outbound traffic works, inbound only on the forwarded ports"
