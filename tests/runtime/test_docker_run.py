@@ -227,8 +227,8 @@ def test_docker_exec_runs_in_the_vm_with_its_own_streams_and_exit_code(runtime: 
         assert "panic=-1" in first
         done = exec_(name, "sh", "-c", "echo out; echo err >&2; exit 3")
         assert (done.stdout, done.stderr, done.returncode) == ("out\n", "err\n", 3)
-        done = exec_("-u", "1000:1000", "-w", "/tmp", "-e", "WHO=exec", name, "sh", "-c", 'id -u; pwd; echo "$WHO"')
-        assert done.stdout.splitlines() == ["1000", "/tmp", "exec"], done.stderr
+        done = exec_("-u", "1000:1000", "-w", "/etc", "-e", "WHO=exec", name, "sh", "-c", 'id -u; pwd; echo "$WHO"')
+        assert done.stdout.splitlines() == ["1000", "/etc", "exec"], done.stderr
         done = exec_("-i", name, "sh", "-c", "cat; echo end", stdin="piped in\n")
         assert done.stdout == "piped in\nend\n", done.stderr
 
