@@ -275,7 +275,12 @@ class Hypervisor:
             domain = self._domain(name)
         except NotFoundError:
             return DomainState.UNDEFINED
-        code, _reason = domain.state()
+        try:
+            code, _reason = domain.state()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return DomainState.UNDEFINED  # a transient domain ended between its lookup and this query
+            raise
         return _STATES.get(code, DomainState.OTHER)
 
     def shutoff_reason(self, name: str) -> str:
