@@ -134,13 +134,18 @@ def _guest_process(process: dict[str, Any], image_root: Path, mounts: list[dict[
         args = args[2:] if args[1:2] == ["--"] else args[1:]
     if not args:
         raise BundleError("no command: the image has no CMD or ENTRYPOINT and none was given")
-    env = [str(entry) for entry in process.get("env") or []]
-    _check_command(args[0], env, image_root, mounts)
+    guest = _process_from_oci(process, args)
+    _check_command(args[0], guest.env, image_root, mounts)
+    return guest
+
+
+def _process_from_oci(process: dict[str, Any], args: list[str]) -> Process:
+    """An OCI process (config.json's or `docker exec`'s) as the guest runs it, with these args."""
     user = process.get("user") or {}
     size = process.get("consoleSize") or {}
     return Process(
         args=args,
-        env=env,
+        env=[str(entry) for entry in process.get("env") or []],
         cwd=str(process.get("cwd") or "/"),
         uid=int(user.get("uid", 0)),
         gid=int(user.get("gid", 0)),
@@ -204,19 +209,7 @@ def exec_process(process: dict[str, Any]) -> dict[str, Any]:
     args = [str(arg) for arg in process.get("args") or []]
     if not args:
         raise BundleError("exec: no command given")
-    user = process.get("user") or {}
-    size = process.get("consoleSize") or {}
-    original = Process(
-        args=args,
-        env=[str(entry) for entry in process.get("env") or []],
-        cwd=str(process.get("cwd") or "/"),
-        uid=int(user.get("uid", 0)),
-        gid=int(user.get("gid", 0)),
-        groups=[int(gid) for gid in user.get("additionalGids") or []],
-        terminal=bool(process.get("terminal")),
-        rows=int(size.get("height", 0)),
-        cols=int(size.get("width", 0)),
-    )
+    original = _process_from_oci(process, args)
     new = _launcher_process(process)
     new["args"] = [*EXEC_CLIENT]
     new["env"] = [*LAUNCHER_ENV, f"VIRTAINER_EXEC={json.dumps(asdict(original))}"]

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import socket
-import stat
 import sys
 import termios
 import threading
@@ -22,6 +21,7 @@ import tty
 from types import FrameType
 
 from virtainer.runtime.plan import EXEC_SOCKET
+from virtainer.runtime.stdio import is_dev_null
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
@@ -71,20 +71,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _is_dev_null(fd: int) -> bool:
-    try:
-        info = os.fstat(fd)
-    except OSError:
-        return True
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3)
-
-
 def main() -> int:
     spec = os.environ.get("VIRTAINER_EXEC", "")
     if not spec:
         sys.stderr.write("virtainer: exec client started without VIRTAINER_EXEC\n")
         return 126
-    with_stdin = os.isatty(0) or not _is_dev_null(0)
+    with_stdin = os.isatty(0) or not is_dev_null(0)
     try:
         client = Client(json.dumps({"process": json.loads(spec), "stdin": with_stdin}))
     except OSError as error:

@@ -15,7 +15,6 @@ import os
 import queue
 import signal
 import socket
-import stat
 import sys
 import termios
 import threading
@@ -41,6 +40,7 @@ from virtainer.runtime.plan import (
     LaunchPlan,
     Process,
 )
+from virtainer.runtime.stdio import is_dev_null
 from virtainer.runtime.vm import (
     PORT_CONTROL,
     PORT_STDERR,
@@ -137,7 +137,7 @@ class Launcher:
         if self.plan.debug:
             log(f"accelerator {accelerator.kind}: {accelerator.reason}")
         nics = netsetup.take_over_network() if self.plan.network else []
-        with_stdin = self.plan.process.terminal or not _is_dev_null(0)
+        with_stdin = self.plan.process.terminal or not is_dev_null(0)
         config = guest_config(self.plan, with_stdin=with_stdin, nics=nics)
         write_initrd(Path(GUEST_DIR) / "initrd.gz", config, self.files.initrd)
         xml = render_vm_xml(self.plan, self.files, accelerator, nics)
@@ -352,14 +352,6 @@ def _accelerator(requested: str) -> AcceleratorChoice:
         temporary.write_text(json.dumps({"kind": choice.kind, "reason": choice.reason}))
         temporary.replace(cached)
     return choice
-
-
-def _is_dev_null(fd: int) -> bool:
-    try:
-        info = os.fstat(fd)
-    except OSError:
-        return True
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3)
 
 
 def main() -> int:

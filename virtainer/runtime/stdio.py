@@ -1,0 +1,15 @@
+"""Facts about the runtime's own standard streams, shared by the launcher and the exec client."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+
+def is_dev_null(fd: int) -> bool:
+    """True when `fd` is /dev/null or closed: then there is no stdin to carry into the VM."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return True
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3)
