@@ -34,6 +34,7 @@ class CloudVm:
     address: str
     user: str
     key: SshKey
+    serial_log: Path
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.key.run(f"{self.user}@{self.address}", command, timeout=timeout)
@@ -43,8 +44,12 @@ class CloudVm:
         assert done.returncode == 0, f"{command}: {done.stderr}"
         return done.stdout.strip()
 
-    def wait_for_ssh(self, timeout_s: float = 300) -> None:
-        wait_until(lambda: self.ssh("true", timeout=20).returncode == 0, timeout_s, "SSH after the revert", 2)
+    def wait_for_ssh(self, timeout_s: float = 480) -> None:
+        try:
+            wait_until(lambda: self.ssh("true", timeout=20).returncode == 0, timeout_s, "SSH after the revert", 2)
+        except AssertionError as error:  # say what the guest was doing: its console's last lines
+            tail = self.serial_log.read_text(errors="replace")[-3000:] if self.serial_log.exists() else "(none)"
+            raise AssertionError(f"{error}; the guest's serial log ends:\n{tail}") from None
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def cloud_vm(module_vm_dir: Path, nat_network: str) -> Iterator[CloudVm]:
         with Hypervisor() as hv:
             result = machine.up(spec, hv)
         assert result.address
-        yield CloudVm(name, result.address, guest.default_user, key)
+        yield CloudVm(name, result.address, guest.default_user, key, spec.serial_log_path)
     finally:
         forget_domain(name)
         subprocess.run(["virsh", "-q", "undefine", name, "--snapshots-metadata"], capture_output=True, check=False)
