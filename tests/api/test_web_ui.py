@@ -176,15 +176,27 @@ def test_the_screen_shows_the_guest_display_and_changes(page: object, running_vm
     page.locator("#screen-dialog .close").click()  # type: ignore[attr-defined]
 
 
-def test_a_snapshot_made_in_the_page_appears_and_reverts(page: object, stopped_vm: TinyVm) -> None:
+def test_a_snapshot_made_in_the_page_appears_and_reverts(page: object, server: ApiServer, stopped_vm: TinyVm) -> None:
     vm_card = card(page, stopped_vm)
-    vm_card.locator("input[aria-label^='snapshot name']").fill("web-snap")  # type: ignore[attr-defined]
+    name_input = vm_card.locator("input[aria-label^='snapshot name']")  # type: ignore[attr-defined]
+    name_input.fill("web-snap")
     vm_card.locator("button", has_text="Take snapshot").click()  # type: ignore[attr-defined]
     expect = playwright_sync.expect
     row = vm_card.locator('tr[data-snapshot="web-snap"]')  # type: ignore[attr-defined]
     expect(row).to_contain_text("(current)")
-    # the same name again: the API's refusal (409) and its message are shown
-    vm_card.locator("input[aria-label^='snapshot name']").fill("web-snap")  # type: ignore[attr-defined]
+    expect(name_input).to_have_value("")  # a taken name is cleared
+    # the same name again, typed while a live update rebuilds the card (a snapshot taken through
+    # the API by someone else): what is typed, the focus and the selection survive it
+    name_input.fill("web-snap")
+    name_input.evaluate("(input) => input.setSelectionRange(1, 4)")
+    with server.client() as client:
+        taken = client.post(f"/v1/vms/{stopped_vm.name}/snapshots", json={"name": "api-snap"})
+        assert taken.status_code in (200, 201, 202), taken.text
+    expect(vm_card.locator('tr[data-snapshot="api-snap"]')).to_have_count(1)  # the card was rebuilt
+    expect(name_input).to_have_value("web-snap")
+    expect(name_input).to_be_focused()
+    assert name_input.evaluate("(input) => [input.selectionStart, input.selectionEnd]") == [1, 4]
+    # the API's refusal (409) and its message are shown
     vm_card.locator("button", has_text="Take snapshot").click()  # type: ignore[attr-defined]
     expect(page.locator("#message")).to_be_visible()  # type: ignore[attr-defined]
     expect(page.locator("#message")).to_contain_text("web-snap")  # type: ignore[attr-defined]
@@ -194,8 +206,9 @@ def test_a_snapshot_made_in_the_page_appears_and_reverts(page: object, stopped_v
     expect(vm_card.locator("[data-field=state]")).to_have_text("shut-off")  # type: ignore[attr-defined]
     expect(row).to_contain_text("(current)")
     shot(page, "07-snapshot-reverted")
-    row.locator("button", has_text="Delete").click()  # type: ignore[attr-defined]
-    expect(row).to_have_count(0)
+    for snapshot in ("web-snap", "api-snap"):
+        vm_card.locator(f'tr[data-snapshot="{snapshot}"]').locator("button", has_text="Delete").click()  # type: ignore[attr-defined]
+        expect(vm_card.locator(f'tr[data-snapshot="{snapshot}"]')).to_have_count(0)  # type: ignore[attr-defined]
 
 
 def test_stop_powers_the_guest_off_and_the_page_shows_it_without_a_reload(page: object, running_vm: TinyVm) -> None:

@@ -141,13 +141,61 @@ function listen() {
 
 function seconds(value) { return `${Number(value).toFixed(1)} s`; }
 
+// Each card is rebuilt only when what it shows changed, and a rebuilt card carries over what the
+// user was typing: the values of its fields, the focus and the selection (a live update arriving
+// while someone fills the snapshot name must not wipe it). Unchanged cards stay the same nodes.
+const cards = new Map(); // name -> {shown: JSON of what the card shows, node}
+
 function render() {
   const container = $("#vms");
-  const focused = document.activeElement?.dataset?.key;
-  const cards = [...vms.values()].sort((a, b) => a.status.name.localeCompare(b.status.name)).map(card);
-  container.replaceChildren(...(cards.length ? cards : [el("p", {}, "No VMs on this server.")]));
-  if (focused) container.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+  const restores = []; // run once the rebuilt cards are in the page
+  const wanted = [...vms.values()].sort((a, b) => a.status.name.localeCompare(b.status.name))
+    .map((vm) => cardNode(vm, restores));
+  const keep = new Set(wanted);
+  for (const name of [...cards.keys()]) if (!vms.has(name)) cards.delete(name);
+  for (const child of [...container.children]) if (!keep.has(child)) child.remove();
+  // in order, moving nothing that is already in place (moving a node takes the focus out of it)
+  wanted.forEach((node, index) => { if (container.children[index] !== node) container.insertBefore(node, container.children[index] ?? null); });
+  if (!wanted.length) container.replaceChildren(el("p", {}, "No VMs on this server."));
+  for (const restore of restores) restore();
 }
+
+function cardNode(vm, restores) {
+  const shown = JSON.stringify(vm);
+  const previous = cards.get(vm.status.name);
+  if (previous?.shown === shown) return previous.node;
+  const node = card(vm);
+  if (previous) restores.push(carryFormState(previous.node, node));
+  cards.set(vm.status.name, { shown, node });
+  return node;
+}
+
+// Called while `from` is still in the page (focus and selection are read there); returns what
+// gives the focus and the selection back once `to` has taken its place.
+function carryFormState(from, to) {
+  for (const field of from.querySelectorAll("input[data-key], select[data-key], textarea[data-key]")) {
+    const target = to.querySelector(`[data-key="${CSS.escape(field.dataset.key)}"]`);
+    if (target) target.value = field.value;
+  }
+  const active = from.contains(document.activeElement) ? document.activeElement : null;
+  const key = active?.dataset?.key;
+  if (!key) return () => {};
+  const selection = selectionOf(active);
+  return () => {
+    const target = to.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (!target) return;
+    target.focus({ preventScroll: true });
+    if (selection) { try { target.setSelectionRange(...selection); } catch { /* a field without text selection */ } }
+  };
+}
+
+function selectionOf(field) {
+  try {
+    return field.selectionStart === null ? null : [field.selectionStart, field.selectionEnd, field.selectionDirection];
+  } catch { return null; } // number inputs, selects: no text selection
+}
+
+function keyed(key) { return document.querySelector(`[data-key="${CSS.escape(key)}"]`); }
 
 function card({ status, snapshots }) {
   const name = status.name;
@@ -197,7 +245,8 @@ function snapshotSection(name, snapshots, busy) {
     event.preventDefault();
     const body = { kind: kind.value };
     if (nameInput.value) body.name = nameInput.value;
-    operate(name, "snapshots", body);
+    // taken: the name is used up (the field, perhaps rebuilt meanwhile, is found by its key)
+    operate(name, "snapshots", body).then((done) => { if (done && keyed(key("snap-name"))) keyed(key("snap-name")).value = ""; });
   } }, nameInput, kind, el("button", { type: "submit", disabled: busy, "data-key": key("snap-create") }, "Take snapshot"));
   const rows = (snapshots || []).map((snap) => el("tr", { "data-snapshot": snap.name },
     el("td", {}, snap.name, snap.current ? el("span", { class: "note" }, " (current)") : null),
@@ -218,12 +267,15 @@ function snapshotSection(name, snapshots, busy) {
 
 async function operate(name, operation, body) {
   showMessage(null);
+  let done = false;
   try {
     await api("POST", `/v1/vms/${encodeURIComponent(name)}/${operation}`, body);
+    done = true;
   } catch (error) {
     showMessage(error);
   }
   refresh(name, operation.startsWith("snapshots"));
+  return done;
 }
 
 async function remove(name, snapshot) {
