@@ -33,7 +33,7 @@ class Profile:
     disk_bus: str  # without virtio drivers in the guest
     nic_model: str  # without virtio drivers in the guest
     video: str
-    clock: str
+    clock: Literal["utc", "localtime"]
     hyperv: tuple[str, ...] = ()
 
 
