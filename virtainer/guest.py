@@ -37,6 +37,7 @@ from virtainer.errors import (
     WaitTimeout,
 )
 from virtainer.hypervisor import Hypervisor
+from virtainer.validators import check_password
 
 CHUNK = 1 << 20  # bytes per guest-file-read: 1.4 MB of base64 in one agent reply
 # ... but a guest-file-write request above ~256 KiB of JSON is refused by QEMU 7.2's agent ("JSON
@@ -623,8 +624,7 @@ def remove_keys(hv: Hypervisor, name: str, user: str, keys: list[str]) -> list[s
 def set_password(hv: Hypervisor, name: str, user: str, password: str | None = None) -> str:
     """Set the user's password in the guest; random (printable, 20 characters) unless given."""
     password = password if password is not None else secrets.token_urlsafe(15)
-    if not password or "\n" in password or "\0" in password or len(password) > 256:
-        raise ConfigError("password", "(hidden)", "1 to 256 characters, no newline")
+    check_password(password)
     with _agent_needed(hv, name, "password"):
         _patiently(lambda: hv.set_user_password(name, _check_user(user), password))
     return password

@@ -16,10 +16,11 @@ from pathlib import Path
 from virtainer import guest
 from virtainer.errors import EXIT_OK, AgentUnavailableError, ConfigError, NotFoundError
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+from virtainer.validators import NAME_TEXT
 
 Command = Callable[[argparse.Namespace], int]
 Reporter = Callable[[str, int, int | None], None]
-NAME_OR_PATH = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62}):(/.*)$")
+NAME_OR_PATH = re.compile(f"({NAME_TEXT}):(/.*)")  # used with fullmatch only
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
 
 
@@ -129,7 +130,7 @@ def cmd_cp(args: argparse.Namespace, progress: Reporter) -> int:
 
 
 def _vm_path(value: str) -> tuple[str, str] | None:
-    match = NAME_OR_PATH.fullmatch(value)  # match(): `$` would let "vm:/p\n" through
+    match = NAME_OR_PATH.fullmatch(value)  # match() and `$` would let "vm:/p\n" through
     return (match.group(1), match.group(2)) if match else None
 
 

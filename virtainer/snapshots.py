@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -38,9 +37,9 @@ from virtainer import storage
 from virtainer.errors import ConfigError, ConflictError, HypervisorError, NotFoundError, VirtainerError
 from virtainer.files import write_atomic
 from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.validators import NAME_RULE, is_name
 
 SnapshotKind = Literal["disk", "memory"]
-SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ACTIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTTING_DOWN)
 
 
@@ -184,9 +183,8 @@ def default_name(now: float | None = None) -> str:
 
 
 def check_name(name: str) -> str:
-    if not SNAPSHOT_NAME.fullmatch(name):  # match() would take "name\n": $ matches before a newline
-        accepted = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        raise ConfigError("snapshot name", name, accepted)
+    if not is_name(name):
+        raise ConfigError("snapshot name", name, NAME_RULE)
     return name
 
 

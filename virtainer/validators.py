@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from virtainer.errors import ConfigError
+
 
 class Invalid(ValueError):
     """Raised by a field parser; its text says what is accepted."""
@@ -48,6 +50,14 @@ def parse_flag(value: object) -> bool:
     raise Invalid(FLAG_RULE)
 
 
+def flag_setting(name: str, value: str) -> bool:
+    """An environment variable that is a flag: a bad value is one line naming it."""
+    try:
+        return parse_flag(value)
+    except Invalid:
+        raise ConfigError(name, value, FLAG_RULE) from None
+
+
 # The default user's password, in the cloud-init seed or set later through the guest agent:
 # printable (a control character would break the cloud-config and forge log lines) and long
 # enough to be worth having.
@@ -60,3 +70,13 @@ def parse_password(value: object) -> str:
     if not PASSWORD_MIN <= len(text) <= PASSWORD_MAX or not text.isprintable():
         raise Invalid(PASSWORD_RULE)
     return text
+
+
+def check_password(password: object) -> str:
+    """A password given to the seed or the guest agent: a bad one is named, never shown."""
+    if not isinstance(password, str):
+        raise ConfigError("password", "<hidden>", PASSWORD_RULE)
+    try:
+        return parse_password(password)
+    except Invalid:
+        raise ConfigError("password", "<hidden>", PASSWORD_RULE) from None

@@ -379,10 +379,10 @@ def test_fixed_password_is_set_and_not_reported_as_generated() -> None:
 
 
 def test_fixed_password_with_script_user_data_goes_into_the_cloud_config_part() -> None:
-    seed = build_seed(replace(KEYS_ONLY, user_data=SCRIPT, password="pw", password_policy="fixed"))
+    seed = build_seed(replace(KEYS_ONLY, user_data=SCRIPT, password="pw-eight", password_policy="fixed"))
 
     config = yaml.safe_load(payload(mime_leaf_parts(seed)[1]))
-    assert config["password"] == "pw"
+    assert config["password"] == "pw-eight"
     assert config["ssh_pwauth"] is True
 
 
@@ -414,6 +414,14 @@ def test_multi_line_password_is_rejected_without_echoing_it() -> None:
 
     assert raised.value.setting == "password"
     assert "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("password", ["pw", "x" * 129, "tab\tinside"])
+def test_the_seed_takes_a_password_by_the_rule_of_the_password_setting(password: str) -> None:
+    with pytest.raises(ConfigError, match="8 to 128 printable characters on one line") as raised:
+        build_seed(replace(KEYS_ONLY, password=password, password_policy="fixed"))
+
+    assert raised.value.setting == "password"
 
 
 # --- validation errors ---------------------------------------------------------------------

@@ -146,6 +146,9 @@ def test_settings_are_validated(tmp_path: Path, image_root: Path) -> None:
         with_env("VIRTAINER_ACCEL=xen")
     with pytest.raises(ConfigError, match="RUNCVM_DISPLAY_MODE"):
         with_env("RUNCVM_DISPLAY_MODE=vnc")
+    assert with_env("RUNCVM_KERNEL_DEBUG=").accelerator == "auto"  # set but empty: off
+    with pytest.raises(ConfigError, match="RUNCVM_KERNEL_DEBUG='maybe': 1/true/yes/on or 0/false/no/off"):
+        with_env("RUNCVM_KERNEL_DEBUG=maybe")
 
 
 def plan(**changes: Any) -> LaunchPlan:

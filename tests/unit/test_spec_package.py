@@ -7,6 +7,10 @@ from types import ModuleType
 
 import pytest
 
+from virtainer import guest, snapshots
+from virtainer.api import container as api_container
+from virtainer.controller.config import controller_config
+from virtainer.errors import ConfigError
 from virtainer.spec import SETTINGS, SETTINGS_BY_KEY
 from virtainer.spec.dialects import runcvm, supravm, virtainers
 from virtainer.spec.settings import DIALECTS, TRANSLATE
@@ -43,3 +47,15 @@ def test_names_flags_and_passwords() -> None:
     for bad in ("short", "x" * 129, "line\nbreak1", "tab\tinside"):
         with pytest.raises(Invalid, match="8 to 128 printable characters on one line"):
             parse_password(bad)
+
+
+def test_every_layer_asks_the_one_validator() -> None:
+    with pytest.raises(ConfigError, match=r"invalid snapshot name=.*: 1-63 letters"):
+        snapshots.check_name("snap\n")
+    with pytest.raises(ConfigError, match="invalid VIRTAINER_API='maybe': 1/true/yes/on or 0/false/no/off"):
+        api_container.enabled({"VIRTAINER_API": "maybe"})
+    with pytest.raises(ConfigError, match="VIRTAINER_GUEST_CONTROL_ACCESS='2': 1/true/yes/on"):
+        controller_config({"VIRTAINER_GUEST_CONTROL_ACCESS": "2"})
+    with pytest.raises(ConfigError, match="invalid password='<hidden>': 8 to 128 printable") as raised:
+        guest.set_password(None, "vm", "root", "short")  # type: ignore[arg-type]  # refused before any call
+    assert "short" not in str(raised.value)

@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from virtainer.errors import EXIT_OK, ConfigError
 from virtainer.spec import timeout_argument
+from virtainer.validators import NAME_RULE, is_name
 
 if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of these commands runs
     from pydantic import BaseModel
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of 
 
 Command = Callable[[argparse.Namespace], int]
 SERVE_FLAGS = {"listen": "--listen", "port": "--port", "token_file": "--token-file"}
-NAME_RULE = "1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
@@ -93,10 +92,8 @@ def _client(args: argparse.Namespace) -> Iterator[VmClient]:
 def _check_names(args: argparse.Namespace) -> None:
     """VM and snapshot names are checked here, before any call: a name is part of a URL path on
     the remote path (`../x` would name another route), and invalid input is one line, exit 2."""
-    from virtainer.api.models import NAME_PATTERN
-
     for setting, value in (("VM name", args.name), ("snapshot name", getattr(args, "snapshot", None))):
-        if value is not None and not re.fullmatch(NAME_PATTERN, value):
+        if value is not None and not is_name(value):
             raise ConfigError(setting, value, NAME_RULE)
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from virtainer.api.defaults import DEFAULT_PORT
 from virtainer.errors import ConfigError, VirtainerError
+from virtainer.validators import flag_setting
 
 if TYPE_CHECKING:
     from virtainer.api.backend import OnReady
@@ -39,12 +40,7 @@ CONTAINER_LISTEN = "0.0.0.0"  # reachable at the container's address (-p publish
 
 
 def enabled(environ: Mapping[str, str]) -> bool:
-    text = environ.get("VIRTAINER_API", "1").strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError("VIRTAINER_API", text, "1/true/yes/on or 0/false/no/off")
+    return flag_setting("VIRTAINER_API", environ.get("VIRTAINER_API", "1"))
 
 
 def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:

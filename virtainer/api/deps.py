@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from virtainer.api.backend import Backend
-from virtainer.api.models import NAME_PATTERN
+from virtainer.validators import NAME_MAX_LENGTH, NAME_PATTERN
 
 
 def get_backend(request: Request) -> Backend:
@@ -16,5 +16,5 @@ def get_backend(request: Request) -> Backend:
 
 
 BackendDep = Annotated[Backend, Depends(get_backend)]
-VmName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="VM (domain) name")]
-SnapName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="snapshot name")]
+VmName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description="VM (domain) name")]
+SnapName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description="snapshot name")]

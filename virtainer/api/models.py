@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from virtainer import guest, machine, snapshots
 from virtainer.spec import ALL_STAGES
+from virtainer.validators import NAME_MAX_LENGTH, PASSWORD_MAX, PASSWORD_MIN
+from virtainer.validators import NAME_PATTERN as NAME_PATTERN  # re-exported: routes import it from here
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63, examples=["vm"])]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, examples=["vm"])]
 
 
 class Model(BaseModel):
@@ -198,7 +199,9 @@ class KeysList(Model):
 
 class PasswordRequest(Model):
     user: GuestUserName | None = Field(None, description="default the VM's cloud-init user")
-    password: str | None = Field(None, min_length=1, max_length=256, description="default: random, returned once")
+    password: str | None = Field(
+        None, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, description="default: random, returned once"
+    )
 
 
 class PasswordResult(Model):

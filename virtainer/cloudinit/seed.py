@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from virtainer.errors import ConfigError
+from virtainer.validators import check_password
 
 PasswordPolicy = Literal["auto", "random", "fixed", "none"]
 
@@ -360,9 +361,7 @@ def _choose_password(
 
 
 def _validate_password(password: str) -> None:
-    # The value is a secret: errors show '<hidden>', never the password.
-    if not isinstance(password, str) or not password or any(c in password for c in "\r\n\0"):
-        raise ConfigError("password", "<hidden>", "a non-empty single-line password")
+    check_password(password)  # the value is a secret: errors show '<hidden>', never the password
 
 
 # --- cloud-config --------------------------------------------------------------------------

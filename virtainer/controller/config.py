@@ -22,6 +22,7 @@ from pathlib import Path
 
 from virtainer.errors import ConfigError
 from virtainer.spec import PortRange, Protocol, RawSettings, RawValue, merge_settings, settings_from_env
+from virtainer.validators import flag_setting
 
 IMAGES_DIR = Path("/var/lib/virtainer/images")
 BAKED_RECORD = IMAGES_DIR / "image.json"
@@ -104,15 +105,6 @@ def _parse_reserved_ports(value: str, origin: str) -> tuple[tuple[Protocol, Port
     return tuple(dict.fromkeys(reserved))
 
 
-def _parse_flag(value: str, origin: str) -> bool:
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(origin, value, "1/true/yes/on or 0/false/no/off")
-
-
 @dataclass(frozen=True)
 class ControllerConfig:
     """Settings of the controller itself (not of the VM)."""
@@ -146,8 +138,8 @@ def controller_config(environ: Mapping[str, str]) -> ControllerConfig:
     return ControllerConfig(
         uri=environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system",
         reserved_ports=reserved[0] if reserved else (),
-        console_log=_parse_flag(console_text, "VIRTAINER_CONSOLE_LOG"),
-        guest_control_access=_parse_flag(
-            environ.get("VIRTAINER_GUEST_CONTROL_ACCESS", "0"), "VIRTAINER_GUEST_CONTROL_ACCESS"
+        console_log=flag_setting("VIRTAINER_CONSOLE_LOG", console_text),
+        guest_control_access=flag_setting(
+            "VIRTAINER_GUEST_CONTROL_ACCESS", environ.get("VIRTAINER_GUEST_CONTROL_ACCESS", "0")
         ),
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from virtainer.api.defaults import DEFAULT_PORT, DEFAULT_TOKEN_FILE
 from virtainer.api.fleet import Source
 from virtainer.errors import ConfigError, VirtainerError
+from virtainer.validators import NO
 
 IMAGE_LABEL = "dev.virtainer.variant"  # set by container/Dockerfile on every virtainer image
 
@@ -51,7 +52,7 @@ def docker_sources(labels: Sequence[str] = (), engine: str = "docker") -> list[S
     sources = []
     for container in json.loads(_engine(engine, "inspect", *ids)):
         env = dict(item.partition("=")[::2] for item in container["Config"].get("Env") or [])
-        if env.get("VIRTAINER_API", "1").strip().lower() in ("0", "false", "no", "off"):
+        if env.get("VIRTAINER_API", "1").strip().lower() in NO:
             continue
         port = env.get("VIRTAINER_API_PORT", str(DEFAULT_PORT))
         address = next(

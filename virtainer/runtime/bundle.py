@@ -24,6 +24,7 @@ from typing import Any
 
 from virtainer.errors import ConfigError, VirtainerError
 from virtainer.runtime.plan import CODE_DIR, GUEST_DIR, RUN_DIR, SHARED_CACHE, STATE_DIR, VM_ROOTFS, LaunchPlan, Process
+from virtainer.validators import flag_setting
 
 MARK = "dev.virtainer.runtime"  # annotation: this config.json was rewritten already
 ACCEL_ANNOTATION = "dev.virtainer.accelerator"
@@ -53,8 +54,6 @@ LAUNCHER_CAPABILITIES = (
 # host devices the launcher may use: (path, major, minor), added when present on the host
 DEVICES = (("/dev/kvm", 10, 232), ("/dev/net/tun", 10, 200), ("/dev/vhost-net", 10, 238))
 DOCKER_INIT = "/sbin/docker-init"  # `docker run --init`: the VM's own init does its job
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("", "0", "false", "no", "off")
 # RunCVM options we cannot honour yet: refused by name rather than silently ignored
 UNSUPPORTED_RUNCVM = ("RUNCVM_DISPLAY_MODE", "RUNCVM_QEMU_VGA", "RUNCVM_QEMU_VNC_DISPLAY", "RUNCVM_DISKS")
 
@@ -273,12 +272,8 @@ def _choice(settings: dict[str, str], name: str, accepted: tuple[str, ...], defa
 
 
 def _flag(settings: dict[str, str], name: str) -> bool:
-    value = settings.get(name, "").strip().lower()
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    raise ConfigError(name, settings[name], "1 or 0 (true/false)")
+    value = settings.get(name, "")
+    return bool(value.strip()) and flag_setting(name, value)  # set but empty: off
 
 
 # -- mounts and devices -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from virtainer.api.deps import BackendDep
-from virtainer.api.models import NAME_PATTERN
+from virtainer.validators import NAME_MAX_LENGTH, NAME_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
 )
 async def events(
     backend: BackendDep,
-    vm: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)] = None,
+    vm: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)] = None,
 ) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(backend.events.stream(vm), media_type="text/event-stream", headers=headers)
