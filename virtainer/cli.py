@@ -28,15 +28,8 @@ from rich.markup import escape
 from virtainer import machine
 from virtainer.accel import choose_accelerator
 from virtainer.api.commands import add_commands as add_api_commands
-from virtainer.errors import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    EXIT_RUNTIME,
-    VirtainerError,
-    debug_enabled,
-    describe_unexpected,
-    one_line,
-)
+from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
+from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_status
 from virtainer.guest_cli import add_commands as add_guest_commands
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.orchestration.commands import add_commands as add_orchestration_commands
@@ -375,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except VirtainerError as error:
         sys.stderr.write(f"virtainer: error: {one_line(str(error))}\n")  # exactly one line, never wrapped
-        return error.exit_code
+        return exit_status(error)
     except KeyboardInterrupt:
         sys.stderr.write("virtainer: interrupted\n")
         return EXIT_RUNTIME

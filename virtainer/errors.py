@@ -1,32 +1,43 @@
 """The one exception hierarchy of virtainer.
 
-Every error a user can meet is a `VirtainerError` whose `message` is one readable line. Front ends
-map them in one place: the CLI and the container entrypoint to exit codes, the REST API to one
-JSON error shape with `http_status`.
+Every error a user can meet is a `VirtainerError` whose `message` is one readable line and whose
+`kind` says what went wrong in the core's terms (invalid input, not found, conflict, ...). The
+core knows no HTTP status and no exit code: each front end has its one table from kind to its
+own answer (virtainer/api/statuses.py: HTTP status and error code; virtainer/exit_codes.py: the
+exit status of the CLI, the container entrypoint and `runtime install`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1  # something failed while doing what was asked
-EXIT_CONFIG = 2  # the request itself was invalid; nothing was created or changed
-EXIT_TIMEOUT = 3  # a wait reached its deadline (readiness, graceful stop)
-EXIT_CONFLICT = 4  # the object is in a state that forbids the operation (locked, wrong state)
-EXIT_NOT_FOUND = 5  # the named VM, snapshot or file does not exist
+
+class ErrorKind(StrEnum):
+    FAILED = "failed"  # something failed while doing what was asked
+    INVALID = "invalid"  # the request itself was invalid; nothing was created or changed
+    BASE_MISMATCH = "base-mismatch"  # the diff was made on another base: the input does not fit the volume
+    NOT_FOUND = "not-found"  # the named VM, snapshot or file does not exist
+    CONFLICT = "conflict"  # the object is in a state that forbids the operation (locked, wrong state)
+    TIMEOUT = "timeout"  # a wait reached its deadline (readiness, graceful stop)
+    UNAUTHORIZED = "unauthorized"  # missing or wrong credentials
+    UNAVAILABLE = "unavailable"  # not ready yet (the VM is booting): try again later
+    IMAGE = "image"  # a base image cannot be fetched, verified or read
+    HYPERVISOR = "hypervisor"  # libvirt or QEMU refused or failed an operation
 
 
 class VirtainerError(Exception):
-    """Base class: `message` is one line for the user, `hint` an optional next step."""
+    """Base class: `message` is one line for the user, `hint` an optional next step, `kind` what
+    went wrong (a class's own; an instance may carry another, e.g. an error a remote API gave)."""
 
-    exit_code = EXIT_RUNTIME
-    http_status = 500
+    kind = ErrorKind.FAILED
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, kind: ErrorKind | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if kind is not None:
+            self.kind = kind
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
@@ -35,8 +46,7 @@ class VirtainerError(Exception):
 class ConfigError(VirtainerError):
     """A setting has an invalid value. Always names the setting, the value and what is accepted."""
 
-    exit_code = EXIT_CONFIG
-    http_status = 422
+    kind = ErrorKind.INVALID
 
     def __init__(self, setting: str, value: object, accepted: str) -> None:
         # repr() escapes newlines and control characters: the message stays one line
@@ -48,29 +58,31 @@ class ConfigError(VirtainerError):
 
 
 class NotFoundError(VirtainerError):
-    exit_code = EXIT_NOT_FOUND
-    http_status = 404
+    kind = ErrorKind.NOT_FOUND
 
 
 class ConflictError(VirtainerError):
     """The operation does not fit the current state (wrong domain state, diff locked, base mismatch)."""
 
-    exit_code = EXIT_CONFLICT
-    http_status = 409
+    kind = ErrorKind.CONFLICT
 
 
 class BaseMismatchError(ConflictError):
     """A persisted diff was made on another base image than the one now offered."""
 
-    exit_code = EXIT_CONFIG
+    kind = ErrorKind.BASE_MISMATCH
 
 
 class ImageError(VirtainerError):
     """A base image cannot be fetched, verified or read."""
 
+    kind = ErrorKind.IMAGE
+
 
 class HypervisorError(VirtainerError):
     """libvirt or QEMU refused or failed an operation."""
+
+    kind = ErrorKind.HYPERVISOR
 
 
 class AgentUnavailableError(ConflictError, HypervisorError):
@@ -79,18 +91,28 @@ class AgentUnavailableError(ConflictError, HypervisorError):
     care that the agent call failed. `busy`: it is there but missed libvirt's 5 s sync (a loaded
     guest); the command was not sent, so it may be retried."""
 
+    kind = ErrorKind.CONFLICT
+
     def __init__(self, message: str, *, hint: str | None = None, busy: bool = False) -> None:
         super().__init__(message, hint=hint)
         self.busy = busy
 
 
 class WaitTimeout(VirtainerError):
-    exit_code = EXIT_TIMEOUT
-    http_status = 504
+    kind = ErrorKind.TIMEOUT
 
 
 class AuthError(VirtainerError):
-    http_status = 401
+    kind = ErrorKind.UNAUTHORIZED
+
+
+def __getattr__(name: str) -> int:
+    """EXIT_* moved to virtainer.exit_codes (a front end's fact); still importable from here."""
+    if name.startswith("EXIT_"):
+        from virtainer import exit_codes
+
+        return int(getattr(exit_codes, name))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def one_line(text: str, limit: int = 1000) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from virtainer import guest
-from virtainer.errors import EXIT_OK, AgentUnavailableError, ConfigError, NotFoundError
+from virtainer.errors import AgentUnavailableError, ConfigError, NotFoundError
+from virtainer.exit_codes import EXIT_OK
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.validators import NAME_TEXT
 

@@ -11,7 +11,8 @@ import pytest
 
 from tests.unit.test_storage import make_base, sha256
 from virtainer import cli, machine, storage
-from virtainer.errors import EXIT_CONFLICT, BaseMismatchError, ConflictError
+from virtainer.errors import BaseMismatchError, ConflictError
+from virtainer.exit_codes import EXIT_CONFLICT
 from virtainer.files import write_atomic
 from virtainer.snapshots import SnapshotStore
 from virtainer.spec import HostFacts, RawValue, VmSpec, resolve_spec

@@ -13,7 +13,8 @@ import pytest
 from virtainer import cli, snapshots, storage
 from virtainer.controller.controller import Controller
 from virtainer.controller.logsink import LogSink
-from virtainer.errors import EXIT_OK, ConfigError, HypervisorError, VirtainerError
+from virtainer.errors import ConfigError, HypervisorError, VirtainerError
+from virtainer.exit_codes import EXIT_OK
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import ReadinessProbe, StageFailed, cloud_init_outcome
 from virtainer.spec import HostFacts, RawValue, VmSpec, resolve_spec, settings_from_env

@@ -1,7 +1,7 @@
 """The CLI's view of VM operations: local libvirt, or a running API (URL + token) over HTTP.
 
 Both return the API's models, so `virtainer stop` prints the same thing either way. Remote
-errors come back as the same VirtainerError classes (and so the same exit codes).
+errors come back as VirtainerErrors of the kind the answer names (and so the same exit codes).
 """
 
 from __future__ import annotations
@@ -12,19 +12,13 @@ from pydantic import BaseModel, TypeAdapter
 
 from virtainer import errors
 from virtainer.api import actions, models
+from virtainer.api.statuses import kind_of_answer
 from virtainer.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
     import httpx
 
 M = TypeVar("M", bound=BaseModel)
-_ERRORS: dict[int, type[errors.VirtainerError]] = {
-    401: errors.AuthError,
-    403: errors.AuthError,
-    404: errors.NotFoundError,
-    409: errors.ConflictError,
-    504: errors.WaitTimeout,
-}
 
 
 class VmClient(Protocol):
@@ -114,18 +108,10 @@ class RemoteClient:
 
 
 def _error_from(response: httpx.Response) -> errors.VirtainerError:
+    """The error an answer carries, of the kind the API's table gives its status and code."""
     try:
         detail = response.json()["error"]
-        message, hint = str(detail["message"]), detail.get("hint")
+        message, hint, code = str(detail["message"]), detail.get("hint"), detail.get("code")
     except (ValueError, KeyError, TypeError):
-        message, hint = f"HTTP {response.status_code}: {response.text[:200]}", None
-    kind = _ERRORS.get(response.status_code, errors.VirtainerError)
-    if response.status_code == 422:
-        return InvalidRequest(message, hint=hint)
-    return kind(message, hint=hint)
-
-
-class InvalidRequest(errors.VirtainerError):
-    """The API refused the request's input (HTTP 422): a configuration error, exit status 2."""
-
-    exit_code = errors.EXIT_CONFIG
+        message, hint, code = f"HTTP {response.status_code}: {response.text[:200]}", None, None
+    return errors.VirtainerError(message, hint=hint, kind=kind_of_answer(response.status_code, code))

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virtainer.errors import EXIT_OK, ConfigError
+from virtainer.errors import ConfigError
+from virtainer.exit_codes import EXIT_OK
 from virtainer.spec import timeout_argument
 from virtainer.validators import NAME_RULE, is_name
 

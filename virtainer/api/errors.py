@@ -1,7 +1,8 @@
 """One JSON error shape for every failure: {"error": {"code", "message", "hint"}}.
 
-The core raises its own errors (VirtainerError with http_status); they are mapped here and
-nowhere else. Request validation, unknown routes and unexpected bugs get the same shape.
+The core raises its own errors (VirtainerError, with a kind); they become answers here and
+nowhere else, through the one kind -> status table (virtainer/api/statuses.py). Request
+validation, unknown routes and unexpected bugs get the same shape.
 """
 
 from __future__ import annotations
@@ -17,19 +18,10 @@ from starlette.exceptions import HTTPException
 
 from virtainer import errors
 from virtainer.api.models import ErrorBody
+from virtainer.api.statuses import ANSWERS
 
 log = logging.getLogger("virtainer.api")
 
-_CODES: list[tuple[type[errors.VirtainerError], str]] = [
-    (errors.BaseMismatchError, "base_mismatch"),
-    (errors.ConfigError, "invalid_config"),
-    (errors.NotFoundError, "not_found"),
-    (errors.ConflictError, "conflict"),
-    (errors.WaitTimeout, "timeout"),
-    (errors.AuthError, "unauthorized"),
-    (errors.ImageError, "image_error"),
-    (errors.HypervisorError, "hypervisor_error"),
-]
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
 
 _DESCRIPTIONS = {
@@ -50,16 +42,6 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-def error_code(error: errors.VirtainerError) -> str:
-    own = getattr(error, "api_code", None)  # an API-level error may name its own code
-    if isinstance(own, str):
-        return own
-    for kind, code in _CODES:
-        if isinstance(error, kind):
-            return code
-    return "internal"
-
-
 def error_body(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "hint": hint}}
 
@@ -76,9 +58,10 @@ def error_response(status: int, code: str, message: str, hint: str | None = None
 
 async def _virtainer_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, errors.VirtainerError)
-    if error.http_status >= 500:
+    status, code = ANSWERS[error.kind]
+    if status >= 500:
         log.warning("%s: %s", type(error).__name__, error)
-    return error_response(error.http_status, error_code(error), error.message, error.hint)
+    return error_response(status, code, error.message, error.hint)
 
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:

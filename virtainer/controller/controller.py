@@ -39,9 +39,6 @@ from virtainer.controller.daemons import Daemon, clear_runtime_state, connect_wh
 from virtainer.controller.health import ReadyFile
 from virtainer.controller.logsink import ConsoleMirror, ContainerReporter, LogSink
 from virtainer.errors import (
-    EXIT_OK,
-    EXIT_RUNTIME,
-    EXIT_TIMEOUT,
     ConfigError,
     HypervisorError,
     VirtainerError,
@@ -49,6 +46,7 @@ from virtainer.errors import (
     describe_unexpected,
     one_line,
 )
+from virtainer.exit_codes import EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, exit_status
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness, ReadinessProbe
 from virtainer.spec import (
@@ -120,7 +118,7 @@ class Controller:
         except VirtainerError as error:
             sys.stderr.write(f"virtainer: error: {one_line(str(error))}\n")
             sys.stderr.flush()
-            return error.exit_code
+            return exit_status(error)
         except Exception as error:  # noqa: BLE001 - whatever it is: one line and exit 1
             report_unexpected(error, self.environ)
             return EXIT_RUNTIME
@@ -474,7 +472,7 @@ def main() -> int:
         controller = Controller(os.environ, baked=BakedImage.load())
     except VirtainerError as error:
         sys.stderr.write(f"virtainer: error: {one_line(str(error))}\n")
-        return error.exit_code
+        return exit_status(error)
     except Exception as error:  # noqa: BLE001
         report_unexpected(error, os.environ)
         return EXIT_RUNTIME

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtainer.errors import EXIT_CONFIG, VirtainerError
+from virtainer.errors import ErrorKind, VirtainerError
 
 CAP_MKNOD = 27
 CAP_NET_ADMIN = 12
@@ -31,7 +31,7 @@ NO_NIC_HINT = "or run the VM without a NIC: -e VIRTAINER_NETWORK=none"
 class ContainerSetupError(VirtainerError):
     """The container lacks a capability or device the VM needs; the message names the flag."""
 
-    exit_code = EXIT_CONFIG
+    kind = ErrorKind.INVALID
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from rich.console import Console
 
-from virtainer.errors import EXIT_OK, EXIT_RUNTIME, ConfigError
+from virtainer.errors import ConfigError
+from virtainer.exit_codes import EXIT_OK, EXIT_RUNTIME
 from virtainer.orchestration import kubernetes, kustomize
 
 if TYPE_CHECKING:  # the fleet view's pydantic models, HTTP client and table load only when it runs

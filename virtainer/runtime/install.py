@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from virtainer.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, VirtainerError
+from virtainer.errors import VirtainerError
+from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, exit_status
 from virtainer.runtime import artifacts
 
 DAEMON_JSON = Path("/etc/docker/daemon.json")
@@ -192,7 +193,7 @@ def main(argv: Sequence[str]) -> int:
             said = uninstall(options.name, options.config, reload=not options.no_reload)
     except VirtainerError as error:
         print(f"virtainer runtime: {error}", file=sys.stderr)
-        return error.exit_code if error.exit_code != EXIT_OK else EXIT_RUNTIME
+        return exit_status(error)
     for line in said:
         print(f"virtainer runtime: {line}")
     return EXIT_OK

@@ -7,14 +7,13 @@ from fastapi import APIRouter
 from virtainer.api.deps import BackendDep
 from virtainer.api.errors import responses
 from virtainer.api.models import Health, Ready
-from virtainer.errors import NotFoundError, VirtainerError
+from virtainer.errors import ErrorKind, NotFoundError, VirtainerError
 
 router = APIRouter(tags=["health"])
 
 
 class NotReady(VirtainerError):
-    http_status = 503
-    api_code = "not_ready"
+    kind = ErrorKind.UNAVAILABLE
 
 
 @router.get("/healthz", summary="The API process is alive")
