@@ -12,6 +12,7 @@ import pytest
 
 from virtainer import guest
 from virtainer.errors import ConfigError, ConflictError
+from virtainer.guest import agent, execute, files
 from virtainer.spec import resolve_spec, settings_from_mapping
 
 
@@ -36,14 +37,14 @@ def test_bad_exec_requests_are_refused_naming_the_setting(fields: dict[str, obje
 
 def test_a_user_command_keeps_its_environment_after_setpriv() -> None:
     request = guest.ExecRequest(("printenv", "A"), user="debian", env=("A=1",), timeout_s=2.5)
-    argv, env = guest._command_line(request, "/tmp/virtainer-exec.x")
-    assert argv[:6] == ["/bin/sh", "-c", guest._RUN, "sh", "/tmp/virtainer-exec.x", "2.5"]
-    assert argv[6:] == ["/bin/sh", "-c", guest._AS_USER, "sh", "debian", "env", "--", "A=1", "printenv", "A"]
+    argv, env = execute._command_line(request, "/tmp/virtainer-exec.x")
+    assert argv[:6] == ["/bin/sh", "-c", execute._RUN, "sh", "/tmp/virtainer-exec.x", "2.5"]
+    assert argv[6:] == ["/bin/sh", "-c", execute._AS_USER, "sh", "debian", "env", "--", "A=1", "printenv", "A"]
     assert "A=1" not in env  # setpriv --reset-env would drop it: it is set after
 
 
 def test_root_commands_get_their_environment_directly() -> None:
-    argv, env = guest._command_line(guest.ExecRequest(("true",), env=("A=1",), workdir="/srv"), "/d")
+    argv, env = execute._command_line(guest.ExecRequest(("true",), env=("A=1",), workdir="/srv"), "/d")
     assert argv[4:] == ["/d", "0", "true"]  # no timeout: timeout 0 (disabled)
     assert "A=1" in env and "VIRTAINER_WORKDIR=/srv" in env
 
@@ -112,7 +113,7 @@ def test_a_hostile_guest_archive_writes_nothing(
     if not filters:  # Debian 12's Python 3.11.2 (the container's) has no extraction filters
         monkeypatch.delattr(tarfile, "fully_trusted_filter", raising=False)
     with pytest.raises((ConflictError, tarfile.TarError)):
-        guest._extract(_archive(*members), tmp_path, "base")
+        files._extract(_archive(*members), tmp_path, "base")
     assert not any(path.is_file() for path in tmp_path.rglob("*") if not path.is_symlink())
 
 
@@ -157,7 +158,7 @@ def test_a_plain_tree_from_the_guest_is_unpacked_with_its_modes(tmp_path: Path) 
     directory, script, shared = _member("base", tarfile.DIRTYPE), _member("base/run.sh"), _member("base/shared")
     directory.mode, script.mode, shared.mode = 0o750, 0o4755, 0o664
     link = _member("base/link", tarfile.SYMTYPE, "run.sh")
-    guest._extract(_archive(directory, script, shared, link), tmp_path, "base")
+    files._extract(_archive(directory, script, shared, link), tmp_path, "base")
     assert (tmp_path / "base").stat().st_mode & 0o7777 == 0o750
     assert (tmp_path / "base" / "run.sh").stat().st_mode & 0o7777 == 0o755  # no setuid from a guest
     assert (tmp_path / "base" / "shared").stat().st_mode & 0o7777 == 0o664
@@ -175,12 +176,12 @@ def test_a_busy_agent_is_retried_only_when_the_command_was_not_sent(monkeypatch:
             raise AgentUnavailableError("busy", busy=True)
         return "done"
 
-    assert guest._patiently(busy_twice) == "done" and len(calls) == 3
+    assert agent._patiently(busy_twice) == "done" and len(calls) == 3
     with pytest.raises(AgentUnavailableError):  # not connected at all: no retry
-        guest._patiently(lambda: (_ for _ in ()).throw(AgentUnavailableError("no agent")))
+        agent._patiently(lambda: (_ for _ in ()).throw(AgentUnavailableError("no agent")))
     clock = itertools.count(0.0, 12.5)  # each call takes 12.5 s: the command itself timed out
-    monkeypatch.setattr(guest.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(agent.time, "monotonic", lambda: next(clock))
     calls.clear()
     with pytest.raises(AgentUnavailableError):
-        guest._patiently(busy_twice)
+        agent._patiently(busy_twice)
     assert len(calls) == 1
