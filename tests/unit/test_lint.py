@@ -14,7 +14,7 @@ def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is part of the test extra (pip install -e .[test])"
     done = subprocess.run(
-        [ruff, "check", "--quiet", "virtainer", "tests", "container", "benchmarks"],
+        [ruff, "check", "--quiet", "--no-cache", "virtainer", "tests", "container", "benchmarks"],
         cwd=ROOT,
         capture_output=True,
         text=True,

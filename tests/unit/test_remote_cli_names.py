@@ -3,10 +3,9 @@ refused before any request (a name is part of the URL path: `../x` would name an
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+
+from virtainer import cli
 
 NOWHERE = ["--api", "http://127.0.0.1:9", "--token", "x" * 20]  # nothing listens: no call may be made
 CASES = [
@@ -23,10 +22,15 @@ CASES = [
 
 
 @pytest.mark.parametrize("args", CASES, ids=[" ".join(case)[:40] for case in CASES])
-def test_invalid_names_on_the_remote_path_are_one_line_exit_2(args: tuple[str, ...]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "virtainer.cli", *args, *NOWHERE], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("virtainer: error: invalid "), done.stderr
-    assert "cannot reach" not in done.stderr  # refused before any request
+def test_invalid_names_on_the_remote_path_are_one_line_exit_2(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # in-process (the process's own exit and output are tests/unit/test_one_line.py's)
+    try:
+        code = cli.main([*args, *NOWHERE])
+    except SystemExit as exited:
+        code = exited.code
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("virtainer: error: invalid "), stderr
+    assert "cannot reach" not in stderr  # refused before any request

@@ -159,13 +159,15 @@ def test_shrinking_is_refused_before_anything_changes(tmp_path: Path) -> None:
     from virtainer.machine import QuietReporter, plan_up
 
     base = make_base(tmp_path / "mine" / "base.qcow2")
-    spec = spec_for(base, tmp_path / "diff.qcow2", disk_size="1G")
+    state = str(tmp_path / "state")  # not /var/lib/virtainer: writable without root
+    spec = spec_for(base, tmp_path / "diff.qcow2", disk_size="1G", state_dir=state)
     storage.prepare_diff(spec, base, storage.base_identity(base))
     (tmp_path / "teammate").mkdir()
     moved = tmp_path / "teammate" / "base.qcow2"
     moved.write_bytes(base.read_bytes())
     before = sha256(spec.diff_path)
-    smaller = spec_for(moved, spec.diff_path, disk_size="512M", accelerator="tcg", password_policy="none")
+    smaller = spec_for(moved, spec.diff_path, disk_size="512M", accelerator="tcg", password_policy="none",
+                       state_dir=state)  # fmt: skip
     with pytest.raises(ConfigError, match="disks never shrink"):
         plan_up(smaller, None, QuietReporter())
     assert sha256(spec.diff_path) == before
