@@ -28,6 +28,7 @@ from rich.markup import escape
 from virtainer import machine
 from virtainer.accel import choose_accelerator
 from virtainer.api.commands import add_commands as add_api_commands
+from virtainer.cli_layout import metavar
 from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
 from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_status
 from virtainer.guest_cli import add_commands as add_guest_commands
@@ -158,11 +159,13 @@ def _runtime(args: argparse.Namespace) -> int:
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name_arg", nargs="?", metavar="NAME", help="VM name (same as --name)")
-    parser.add_argument("-f", "--config", type=Path, help="JSON or YAML file of settings")
+    parser.add_argument("-f", "--config", type=Path, metavar="FILE", help="JSON or YAML file of settings")
     group = parser.add_argument_group("VM settings (also VIRTAINER_* environment variables)")
     for setting in SETTINGS:
         action = "append" if setting.multi else "store"
-        group.add_argument(setting.flag, dest=f"spec_{setting.key}", action=action, help=setting.help)
+        group.add_argument(
+            setting.flag, dest=f"spec_{setting.key}", action=action, metavar=metavar(setting.key), help=setting.help
+        )
 
 
 def settings_from_args(args: argparse.Namespace) -> RawSettings:
@@ -229,18 +232,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         payload = [_status_json(item) for item in statuses]
         out.print_json(json.dumps(payload[0] if args.name else payload))
         return EXIT_OK
-    from rich.table import Table
+    from virtainer.cli_layout import status_table
 
-    table = Table("name", "state", "accel", "vcpus", "memory", "address", "OS", "ready stages", "diff")
-    for item in statuses:
-        addresses = ", ".join(address.address for address in item.addresses)
-        stages = " ".join(f"{record.stage}@{record.elapsed_s:.0f}s" for record in item.stages)
-        guest_os = f"{item.guest.os_id} {item.guest.os_version_id}".strip() if item.guest else ""
-        table.add_row(
-            item.name, item.state.value, item.accelerator, str(item.vcpus), f"{item.memory_mib}M",
-            addresses, guest_os, stages, item.diff_path,
-        )  # fmt: skip
-    out.print(table)
+    out.print(status_table(statuses, out.width))
     return EXIT_OK
 
 
