@@ -11,6 +11,7 @@ settings see hostile values too. Paths the values may name are real: the host's 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,9 @@ from virtainer.spec import (
     settings_from_mapping,
 )
 
-EXAMPLES = 20  # per setting and channel: ~50 settings x 3 channels (and every alias) within ~20 s
+# per setting and channel: ~50 settings x 3 channels (and every alias) within ~20 s; the fast tier
+# (scripts/test-fast.sh) asks for fewer: every setting and channel still, in a few seconds
+EXAMPLES = int(os.environ.get("VIRTAINER_FUZZ_EXAMPLES", "20"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 # text a user may type: any character, with the ones parsers trip on made likely
