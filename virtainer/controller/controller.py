@@ -27,7 +27,6 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -50,17 +49,14 @@ from virtainer.exit_codes import EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, exit_statu
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness, ReadinessProbe
 from virtainer.spec import (
-    SETTINGS_BY_KEY,
     USER_DEFAULT_PORTS,
+    ContainerFacts,
     HostFacts,
-    NetworkSpec,
     RawSettings,
     VmSpec,
-    check_port_targets,
-    check_user_mode_ports,
-    parse_port_rules,
+    container_ports,
     resolve_spec,
-    spec_with,
+    uses_nat_network,
 )
 from virtainer.storage import DiffLock, require_system_disk
 
@@ -102,6 +98,8 @@ class Controller:
         self.console: ConsoleMirror | None = None
         self.readiness: Readiness | None = None
         self.guest_network: network.GuestNetwork | None = None
+        self.capabilities = preflight.Capabilities.current()
+        self.facts: ContainerFacts | None = None
         self._restarts: list[float] = []
         self.api: LazyApi | None = None  # the REST API (its port; FastAPI once called), once the VM is defined
 
@@ -129,9 +127,8 @@ class Controller:
         self.ready_file.clear()
         self.sink.line(f"virtainer {__version__} controller starting")
         spec = self._resolve_spec()
-        api_ports = api_container.reserved_ports(self.environ)  # a bad VIRTAINER_API_PORT stops us here
-        api_settings = api_container.check(self.environ, spec.name)  # so do a bad token or listen address
-        spec = self.spec = self._preflight(spec, self._reserved_ports(spec, api_ports))
+        api_settings = api_container.check(self.environ, spec.name)  # a bad token or listen address stops us here
+        spec = self.spec = self._prepare_network(spec)
         if api_settings is not None and spec.network.mode == "user" and not self.config.guest_control_access:
             # QEMU makes the guest's connections (to 10.0.2.2, or to our address) from here
             api_settings = api_settings.model_copy(update={"refuse_local_peers": True})
@@ -177,8 +174,15 @@ class Controller:
             raise ConfigError(origin.origin, error.value, error.accepted) from None
 
     def _resolve_spec(self) -> VmSpec:
+        """The spec, decided once from the settings and what the container knows."""
         raw = self.raw = container_settings(self.environ, baked=self.baked)
-        spec = resolve_spec(raw, HostFacts.probe())
+        self.facts = ContainerFacts(
+            routes=tuple(network.container_routes()),
+            net_admin=self.capabilities.has(preflight.CAP_NET_ADMIN),
+            api_ports=api_container.reserved_ports(self.environ),  # a bad VIRTAINER_API_PORT stops us here
+            reserved_ports=self.config.reserved_ports,
+        )
+        spec = resolve_spec(raw, HostFacts.probe(), self.facts)
         require_system_disk(spec)
         net = spec.network
         self.sink.line(
@@ -187,43 +191,31 @@ class Controller:
         )
         return spec
 
-    def _reserved_ports(self, spec: VmSpec, api_ports: tuple[int, ...]) -> tuple[network.ReservedPort, ...]:
-        """The container's own ports: the REST API's, VNC's (QEMU's server, in the container) and
-        VIRTAINER_RESERVED_PORTS."""
-        reserved = [network.ReservedPort("tcp", (port, port), "REST API") for port in api_ports]
-        if spec.vnc is not None:
-            port = spec.vnc.port or 5900  # auto: libvirt takes the first free from 5900
-            reserved.append(network.ReservedPort("tcp", (port, port), "VNC"))
-        extra = self.config.reserved_ports
-        reserved += [network.ReservedPort(protocol, ports, "VIRTAINER_RESERVED_PORTS") for protocol, ports in extra]
-        return tuple(reserved)
-
-    def _fail(self, key: str, accepted: str) -> ConfigError:
-        """A ConfigError naming a setting as the user wrote it."""
+    def _origin(self, key: str) -> str:
+        """A setting as the user wrote it (VM_GUEST_TCP_FWDS, VIRTAINER_VNC), or its key."""
         item = self.raw.get(key)
-        return ConfigError(item.origin if item else SETTINGS_BY_KEY[key].env, item.value if item else "", accepted)
+        return item.origin if item is not None else key
 
-    def _preflight(self, spec: VmSpec, reserved: tuple[network.ReservedPort, ...]) -> VmSpec:
-        """Check what the network needs; returns the spec with its LAN, MAC and network mode decided."""
+    def _prepare_network(self, spec: VmSpec) -> VmSpec:
+        """Check what the spec's network needs from the container, and set it up without writing
+        to the volume; returns the spec with its NIC's MAC decided (the guest's DHCP entry and the
+        log name it before the domain is defined)."""
+        if spec.network.user_mode_fallback:
+            preflight.check_user_mode(spec, self._origin, guest_control_access=self.config.guest_control_access)
+            spec = machine.with_nic_mac(spec)
+            self._report_user_mode(spec)
+        elif uses_nat_network(spec.network):
+            preflight.check_network_capabilities(self.capabilities)
+            spec = machine.with_nic_mac(spec)
+            self._define_nat_network(spec)
+        return spec
+
+    def _define_nat_network(self, spec: VmSpec) -> None:
+        """The guest's NAT network in the container: libvirt's autostarted network, and the rules
+        (installed once libvirtd runs)."""
         net = spec.network
-        if net.mode != "network" or net.source != network.NETWORK_NAME:
-            return spec
-        routes = network.container_routes()
-        if net.lan is None:
-            net = replace(net, lan=network.choose_subnet(routes))
-        elif problem := network.check_lan(net.lan, routes):
-            raise self._fail("guest_lan", problem)
-        check_port_targets(net, lambda accepted: self._fail("ports", accepted))
-        for port in reserved:
-            for rule in net.ports or ():
-                if port.overlaps(rule):
-                    raise self._fail("ports", f"ports other than the container's own: {port.describe()}")
-        caps = preflight.Capabilities.current()
-        if not caps.has(preflight.CAP_NET_ADMIN):
-            return self._user_mode_fallback(spec, net, reserved)
-        preflight.check_network_capabilities(caps)
-        spec = machine.with_nic_mac(spec_with(spec, network=net))
-        assert net.lan is not None and spec.mac_address is not None
+        assert net.lan is not None and spec.mac_address is not None and self.facts is not None
+        reserved = container_ports(spec.vnc, self.facts)
         guarded = () if self.config.guest_control_access else tuple(p for p in reserved if p.why in CONTROL_PORTS)
         self.guest_network = network.GuestNetwork(
             net.lan, spec.mac_address, net.ports, net.forwards, net.restrict, reserved, guarded
@@ -242,47 +234,21 @@ class Controller:
         if guarded:
             closed = ", ".join(port.describe() for port in guarded)
             self.sink.line(f"the guest cannot reach {closed} (VIRTAINER_GUEST_CONTROL_ACCESS=1 opens them)")
-        return spec
 
-    def _user_mode_fallback(
-        self, spec: VmSpec, net: NetworkSpec, reserved: tuple[network.ReservedPort, ...]
-    ) -> VmSpec:
-        """No NET_ADMIN: QEMU's user-mode networking (outbound NAT in QEMU, inbound port by port)."""
-        # QEMU's user-mode networking carries no guest forwards, and its restrict=on drops the
-        # guest's replies to every inbound client but the container's own loopback (measured)
-        for key, why in (("guest_forwards", "user-mode networking cannot carry guest forwards"),
-                         ("guest_restrict", "user-mode isolation would cut inbound connections from other hosts")):
-            if key in self.raw and (net.forwards if key == "guest_forwards" else net.restrict):
-                raise preflight.ContainerSetupError(
-                    f"{self.raw[key].origin} needs the NET_ADMIN capability ({why}): add --cap-add NET_ADMIN "
-                    "(--privileged includes it)"
-                )  # fmt: skip
-        if spec.vnc is not None and not self.config.guest_control_access:
-            # QEMU makes the guest's connections from inside the container, where its VNC server
-            # listens: without NET_ADMIN there are no rules that could keep the guest off it
-            raise preflight.ContainerSetupError(
-                f"{self.raw['vnc'].origin if 'vnc' in self.raw else 'vnc'} with user-mode networking would let the "
-                "guest reach its own VNC server: add --cap-add NET_ADMIN (--privileged includes it), or set "
-                "VIRTAINER_GUEST_CONTROL_ACCESS=1 to accept that"
-            )
+    def _report_user_mode(self, spec: VmSpec) -> None:
+        net = spec.network
         self.sink.line(
             "no NET_ADMIN capability: the VM uses QEMU's user-mode networking (slirp; this libvirt has no "
             "passt backend): outbound traffic works, inbound only on the forwarded ports"
         )
-        if net.ports is None:
-            net = replace(net, ports=parse_port_rules(USER_DEFAULT_PORTS))
+        if "ports" not in self.raw:
             self.sink.line(
                 f"no port rules: forwarding {USER_DEFAULT_PORTS} only (every-port forwarding needs "
                 "--cap-add NET_ADMIN; VIRTAINER_PORTS or VM_TCP_PORTS chooses the ports)"
             )
-        check_user_mode_ports(net, lambda accepted: self._fail("ports", accepted))
         assert net.ports is not None
         self.sink.line(f"ports to the guest: {', '.join(rule.describe() for rule in net.ports) or 'none'}")
-        spec = machine.with_nic_mac(spec_with(spec, network=replace(net, mode="user", source="")))
-        if "wait_for" not in self.raw and "ssh" in spec.wait_for and net.incoming_port(22) is None:
-            spec = spec_with(spec, wait_for=tuple(stage for stage in spec.wait_for if stage != "ssh"))
         self.sink.line(f"guest LAN {net.lan}, guest address {net.guest_ip}, MAC {spec.mac_address}")
-        return spec
 
     def _report_started(self, plan: machine.Plan, result: machine.UpResult) -> None:
         if result.generated_password:

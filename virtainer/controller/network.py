@@ -17,9 +17,9 @@ are flushed and filled again at every start and removed at the end (a restart ne
 - `VIRTAINER-FWD` (filter FORWARD) and more of `VIRTAINER-INPUT`, only when the guest is
   isolated: from the guest LAN, only replies, the guest's own forwards and DHCP pass.
 
-The guest LAN is chosen to overlap none of the container's routes, nor Docker's default
-172.17.0.0/16 (a guest that runs Docker itself puts docker0 there). The guest gets a fixed
-address by its MAC, so the rules are in place before it boots.
+The guest LAN is chosen by the spec (`virtainer.spec.container`) to overlap none of the
+container's routes. The guest gets a fixed address by its MAC, so the rules are in place
+before it boots.
 """
 
 from __future__ import annotations
@@ -27,14 +27,17 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtainer.errors import VirtainerError
-from virtainer.spec import GuestForward, PortRange, PortRule, Protocol
+# CANDIDATE_SUBNETS, RESERVED_SUBNETS, check_lan, choose_subnet: decided by the spec, re-exported as network.X
+from virtainer.spec import CANDIDATE_SUBNETS as CANDIDATE_SUBNETS
+from virtainer.spec import NAT_NETWORK, GuestForward, NetworkSetupError, PortRange, PortRule, ReservedPort
+from virtainer.spec import RESERVED_SUBNETS as RESERVED_SUBNETS
+from virtainer.spec import check_lan as check_lan
+from virtainer.spec import choose_subnet as choose_subnet
 
-NETWORK_NAME = "default"  # the spec's default network: `network=default`
+NETWORK_NAME = NAT_NETWORK
 BRIDGE_NAME = "virtainer0"
 DNAT_CHAIN = "VIRTAINER-DNAT"
 MASQ_CHAIN = "VIRTAINER-MASQ"
@@ -47,40 +50,7 @@ CHAINS = (
     ("filter", "FORWARD", FORWARD_CHAIN),
     ("filter", "INPUT", INPUT_CHAIN),
 )
-# Tried in order; the first that overlaps nothing wins.
-CANDIDATE_SUBNETS = (
-    "192.168.122.0/24",
-    "192.168.123.0/24",
-    "10.213.0.0/24",
-    "172.31.213.0/24",
-    "10.254.213.0/24",
-    "192.168.213.0/24",
-)
-# Never used for the guest even when the container has no such route: a guest running Docker
-# gives docker0 this subnet and would lose its way out.
-RESERVED_SUBNETS = ("172.17.0.0/16",)
 LIBVIRT_NETWORK_DIR = Path("/etc/libvirt/qemu/networks")
-
-
-class NetworkSetupError(VirtainerError):
-    """The guest network could not be set up inside the container."""
-
-
-@dataclass(frozen=True)
-class ReservedPort:
-    """A port the container keeps for itself (never forwarded to the guest), and why."""
-
-    protocol: Protocol
-    ports: PortRange
-    why: str
-
-    def describe(self) -> str:
-        first, last = self.ports
-        return f"{self.protocol}/{first}{'' if first == last else f'-{last}'} ({self.why})"
-
-    def overlaps(self, rule: PortRule) -> bool:
-        first, last = rule.incoming
-        return rule.protocol == self.protocol and first <= self.ports[1] and self.ports[0] <= last
 
 
 @dataclass(frozen=True)
@@ -125,27 +95,6 @@ def parse_routes(text: str) -> list[ipaddress.IPv4Network]:
 
 def container_routes(path: Path = Path("/proc/net/route")) -> list[ipaddress.IPv4Network]:
     return parse_routes(path.read_text())
-
-
-def check_lan(lan: ipaddress.IPv4Network, routes: Iterable[ipaddress.IPv4Network]) -> str | None:
-    """Why a LAN the user chose cannot be the guest's (it overlaps a route of the container)."""
-    for route in routes:
-        if lan.overlaps(route):
-            return f"a LAN overlapping none of the container's routes ({lan} overlaps {route})"
-    return None
-
-
-def choose_subnet(
-    routes: Iterable[ipaddress.IPv4Network], candidates: Sequence[str] = CANDIDATE_SUBNETS
-) -> ipaddress.IPv4Network:
-    taken = [*routes, *(ipaddress.IPv4Network(net) for net in RESERVED_SUBNETS)]
-    for text in candidates:
-        candidate = ipaddress.IPv4Network(text)
-        if not any(candidate.overlaps(route) for route in taken):
-            return candidate
-    raise NetworkSetupError(
-        f"no free subnet for the guest: every candidate overlaps a route of the container ({', '.join(candidates)})"
-    )
 
 
 def network_xml(net: GuestNetwork, *, name: str = NETWORK_NAME, bridge: str = BRIDGE_NAME) -> str:

@@ -4,7 +4,8 @@ Each missing capability or device becomes one line naming the flag to add. With 
 every check passes as is; with minimal flags (`--cap-add NET_ADMIN --cap-add SYS_ADMIN`) the
 controller fixes what it may (creates /dev/net/tun, remounts /proc/sys read-write). Without
 NET_ADMIN the controller does not call these checks: the VM gets QEMU's user-mode networking
-instead (see controller._user_mode_fallback), unless a setting needs the NAT network.
+instead (decided by resolve_spec from the container's facts), unless a setting needs the NAT
+network (check_user_mode).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtainer.errors import ErrorKind, VirtainerError
+from virtainer.spec import VmSpec
 
 CAP_MKNOD = 27
 CAP_NET_ADMIN = 12
@@ -106,3 +109,27 @@ def check_network_capabilities(caps: Capabilities) -> None:
         )
     ensure_tun_device(caps)
     ensure_proc_sys_writable(caps)
+
+
+def check_user_mode(spec: VmSpec, origin: Callable[[str], str], *, guest_control_access: bool) -> None:
+    """QEMU's user-mode networking in place of the NAT network (no NET_ADMIN): what it cannot do
+    is refused, naming the setting as the user wrote it (`origin`) and the flag to add."""
+    net = spec.network
+    # QEMU's user-mode networking carries no guest forwards, and its restrict=on drops the
+    # guest's replies to every inbound client but the container's own loopback (measured)
+    for key, why, given in (
+        ("guest_forwards", "user-mode networking cannot carry guest forwards", bool(net.forwards)),
+        ("guest_restrict", "user-mode isolation would cut inbound connections from other hosts", net.restrict),
+    ):
+        if given:
+            raise ContainerSetupError(
+                f"{origin(key)} needs the NET_ADMIN capability ({why}): add --cap-add NET_ADMIN "
+                "(--privileged includes it)"
+            )
+    if spec.vnc is not None and not guest_control_access:
+        # QEMU makes the guest's connections from inside the container, where its VNC server
+        # listens: without NET_ADMIN there are no rules that could keep the guest off it
+        raise ContainerSetupError(
+            f"{origin('vnc')} with user-mode networking would let the guest reach its own VNC server: add "
+            "--cap-add NET_ADMIN (--privileged includes it), or set VIRTAINER_GUEST_CONTROL_ACCESS=1 to accept that"
+        )

@@ -106,6 +106,8 @@ class NetworkSpec:
     forwards: tuple[GuestForward, ...] = ()
     restrict: bool = False  # the guest reaches nothing but its explicit forwards
     lan: ipaddress.IPv4Network | None = None  # None: chosen by the container / QEMU's 10.0.2.0/24
+    # user mode in place of the container's NAT network, which needs NET_ADMIN (see spec.container)
+    user_mode_fallback: bool = False
 
     @property
     def gateway(self) -> ipaddress.IPv4Address | None:

@@ -15,6 +15,7 @@ from typing import TypedDict
 from virtainer.collisions import check_distinct_files
 from virtainer.firmware import UefiFirmware
 from virtainer.profiles import PROFILES
+from virtainer.spec.container import ContainerFacts, resolve_container_network
 from virtainer.spec.dialects import supravm, virtainers
 from virtainer.spec.facts import HostFacts
 from virtainer.spec.model import (
@@ -77,8 +78,13 @@ from virtainer.validators import parse_flag, parse_name, parse_password
 IDE_DISKS_MAX = 3  # two IDE channels of two units each; hdc holds the seed cdrom
 
 
-def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> VmSpec:
-    """Validate raw settings once and return the spec. Pure except for reading named files."""
+def resolve_spec(
+    raw: Mapping[str, RawValue], host: HostFacts | None = None, container: ContainerFacts | None = None
+) -> VmSpec:
+    """Validate raw settings once and return the spec. Pure except for reading named files.
+
+    `container`: the virtainer container's facts, which decide the NAT network's LAN and ports
+    (or user-mode networking in its place); None outside the container."""
     host = host or HostFacts.probe()
     read = Reader(raw)
     name = read.get("name", parse_name, "vm")
@@ -109,6 +115,9 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
         raise read.fail("password_policy", "fixed needs a password (set VIRTAINER_PASSWORD or --password)")
     direct_boot = _resolve_direct_boot(read)
     network = _resolve_network_control(read, read.get("network", parse_network, NetworkSpec()), host)
+    vnc = _resolve_vnc(read, host)
+    if container is not None:
+        network = resolve_container_network(read, network, vnc, container)
     stages = read.get("wait_for", parse_stages)
     ready_command = read.get("wait_for", parse_ready_command)
     probe = ready_command is not None
@@ -144,7 +153,7 @@ def resolve_spec(raw: Mapping[str, RawValue], host: HostFacts | None = None) -> 
         boot_timeout_s=read.get("boot_timeout", parse_seconds, 600.0),
         stop_timeout_s=read.get("stop_timeout", parse_seconds, 60.0),
         profile=profile,
-        vnc=_resolve_vnc(read, host),
+        vnc=vnc,
         storage_dir=storage_dir,
         **hardware,
     )
