@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from virtainer.spec import VmSpec
 
 
-
 @dataclass(frozen=True)
 class VmFile:
     setting: str  # as the user wrote it (--seed-path, CLOUD_INIT_DISK), with what the file is
@@ -76,15 +75,10 @@ def vm_files(spec: VmSpec, origin: Callable[[str], str]) -> Iterable[VmFile]:
     beside = {
         "base record": spec.base_record_path, "generated password": spec.password_path,
         "NIC record": spec.nic_record_path, "disk format record": spec.format_record_path,
-        # named as storage.DiffLock and snapshots.SnapshotStore name them
-        "lock": _beside(spec.diff_path, ".lock"), "snapshot records": _beside(spec.diff_path, ".snapshots"),
+        "lock": spec.files.lock, "snapshot records": spec.files.snapshots,
     }  # fmt: skip
     for what, path in beside.items():
         yield VmFile(f"{origin(diff_key)} (its {what})", path, True)
-
-
-def _beside(diff: Path, suffix: str) -> Path:
-    return diff.with_name(diff.name + suffix)  # spec.beside_diff (spec imports this module)
 
 
 def _identities(path: Path) -> list[tuple[object, ...]]:

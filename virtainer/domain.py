@@ -9,44 +9,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from virtainer.accel import AcceleratorChoice
+from virtainer.domain_model import (
+    METADATA_NS,
+    QEMU_NIC_DEVICES,
+    QEMU_NS,
+    USER_NETDEV_ID,
+    DiskLayout,
+    NicLayout,
+    VncLayout,
+)
 from virtainer.errors import VirtainerError
 from virtainer.profiles import HYPERV_SPINLOCK_RETRIES, PROFILES, Profile
 from virtainer.spec import VmSpec
 
-METADATA_NS = "https://virtainer.dev/xmlns/vm/1"
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-USER_NETDEV_ID = "vtnet0"
-# QEMU's device for each NIC model a profile may choose
-_QEMU_NIC_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139"}
 LIBVIRT_SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
 
 
 class InvalidDomainXml(VirtainerError):
     """A rendered document failed to parse or to validate: a bug in a template, never user input."""
-
-
-@dataclass(frozen=True)
-class DiskLayout:
-    path: str
-    format: str
-    target: str
-    serial: str | None = None
-    bus: str = "virtio"
-    cache: str | None = None
-    # The backing chain, declared so libvirt never reads it from the disk's header: `()` none
-    # (an empty <backingStore/>), else (path, format) of the one base; None: not declared.
-    backing: tuple[str, str] | tuple[()] | None = ()
-
-
-@dataclass(frozen=True)
-class NicLayout:
-    type: str
-    source: str
-    mac: str
-    model: str = "virtio"
 
 
 @dataclass(frozen=True)
@@ -60,14 +43,6 @@ class TimerLayout:
     name: str
     tickpolicy: str | None = None
     present: str | None = None
-
-
-@dataclass(frozen=True)
-class VncLayout:
-    port: int  # -1 with autoport
-    autoport: bool
-    listen: str
-    password: str | None
 
 
 def default_mac(spec: VmSpec) -> str:
@@ -233,7 +208,7 @@ def user_netdev_args(spec: VmSpec, mac: str) -> list[str]:
     # libvirt does not know this device: give it a root-bus slot libvirt leaves free (it fills pc's
     # from 0x02 up; q35 has ICH9 at 0x1f and libvirt's PCI bridge, when one is needed, at 0x1e)
     slot = "0x1b" if spec.machine == "q35" else "0x1f"
-    device = f"{_QEMU_NIC_DEVICES[spec.nic_model]},netdev={USER_NETDEV_ID},mac={mac},addr={slot}"
+    device = f"{QEMU_NIC_DEVICES[spec.nic_model]},netdev={USER_NETDEV_ID},mac={mac},addr={slot}"
     return ["-netdev", ",".join(options), "-device", device]
 
 
@@ -316,7 +291,7 @@ def render_domain_xml(
     rendered = _environment().get_template("domain.xml.j2").render(values)
     document = validate_domain_xml(rendered)
     etree.indent(document, space="  ")
-    return etree.tostring(document, encoding="unicode") + "\n"
+    return str(etree.tostring(document, encoding="unicode")) + "\n"
 
 
 def _schema() -> etree.RelaxNG | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from virtainer import guest
+from virtainer.domain_model import parse_domain
 from virtainer.errors import AgentUnavailableError, ConfigError, NotFoundError
 from virtainer.exit_codes import EXIT_OK
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
@@ -210,9 +211,9 @@ def ssh_endpoint(hv: Hypervisor, name: str) -> tuple[str, int]:
     addresses = hv.addresses(name)
     if addresses:
         return addresses[0].address, 22
-    forwarded = re.search(r"hostfwd=tcp:[^:,]*:(\d+)-[^:,]*:22\b", hv.xml(name))
+    forwarded = parse_domain(hv.xml(name)).forwarded_port(22)
     if forwarded:
-        return "127.0.0.1", int(forwarded.group(1))
+        return "127.0.0.1", forwarded
     raise AgentUnavailableError(
         f"VM '{name}' has no address to SSH to and no forwarded SSH port",
         hint=f"use the serial console (virtainer console {name})",

@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from virtainer import guest, snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
+from virtainer.diff_files import DiffFiles
 from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.faults import crash_point
@@ -25,7 +26,7 @@ from virtainer.files import remove_stale_temporaries, write_atomic
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import BASE_RECORD_SUFFIX, READINESS_FILE, DataDisk, VmSpec, beside_diff, spec_with
+from virtainer.spec import READINESS_FILE, DataDisk, VmSpec, spec_with
 
 
 class Reporter(Protocol):
@@ -234,7 +235,7 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     """Create (or reuse) the diff, write the seed, define and start the domain, wait until ready."""
     reporter = reporter or QuietReporter()
     _refuse_foreign_domain(hv, spec)
-    if hv.state(spec.name) in (DomainState.RUNNING, DomainState.PAUSED):
+    if hv.state(spec.name).active:
         return _already_running(spec, hv, reporter, wait)
     plan = plan_up(spec, hv, reporter)
     reporter.step(f"accelerator {plan.accelerator.kind} ({plan.accelerator.reason})")
@@ -356,8 +357,7 @@ def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:
     metadata = hv.metadata(spec.name)
     if not metadata:
         raise ConflictError(f"a VM named '{spec.name}' exists and is not managed by virtainer")
-    running = hv.state(spec.name) in (DomainState.RUNNING, DomainState.PAUSED)
-    if running and metadata.get("diff") != str(spec.diff_path):
+    if hv.state(spec.name).active and metadata.get("diff") != str(spec.diff_path):
         raise ConflictError(
             f"VM '{spec.name}' is running on diff {metadata.get('diff')}, not {spec.diff_path}",
             hint="stop it first, or choose another name",
@@ -405,7 +405,7 @@ def _is_active(hv: Hypervisor, name: str) -> bool:
     state = hv.state(name)
     if state == DomainState.UNDEFINED:
         raise NotFoundError(f"no VM named '{name}'")
-    return state not in (DomainState.SHUT_OFF, DomainState.CRASHED)
+    return state.active
 
 
 def _agent_answers(hv: Hypervisor, name: str) -> bool:
@@ -420,7 +420,7 @@ def wait_for_shut_off(hv: Hypervisor, name: str, deadline: float, interval_s: fl
     """Poll the domain state until it is off or the monotonic deadline passes."""
     pause = threading.Event()
     while True:
-        if hv.state(name) in (DomainState.SHUT_OFF, DomainState.UNDEFINED, DomainState.CRASHED):
+        if not hv.state(name).active:
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -462,7 +462,7 @@ def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
         result.stages = readiness.records() if readiness else []
     if result.diff_path:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            record = beside_diff(Path(result.diff_path), BASE_RECORD_SUFFIX)
+            record = DiffFiles(Path(result.diff_path)).base_record
             result.base = storage.BaseRecord.from_json(record.read_text())
     return result
 
@@ -470,4 +470,3 @@ def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
 def undefine(hv: Hypervisor, name: str) -> None:
     """Forget the domain, keeping every disk, diff and record."""
     hv.undefine(name)
-

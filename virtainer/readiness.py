@@ -94,7 +94,7 @@ class ReadinessProbe:
 
     def running(self) -> str | None:
         state = self.hv.state(self.name)
-        if state in (DomainState.SHUT_OFF, DomainState.CRASHED, DomainState.UNDEFINED):
+        if not state.active:
             raise HypervisorError(f"VM '{self.name}' stopped while booting (state {state.value})")
         return "" if state == DomainState.RUNNING else None
 

@@ -24,23 +24,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from virtainer import storage
+from virtainer.diff_files import DiffFiles
+from virtainer.domain_model import parse_domain
 from virtainer.errors import ConfigError, ConflictError, HypervisorError, NotFoundError, VirtainerError
 from virtainer.files import write_atomic
-from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.hypervisor import Domain, DomainState, Hypervisor
 from virtainer.validators import NAME_RULE, is_name
 
 SnapshotKind = Literal["disk", "memory"]
-_ACTIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTTING_DOWN)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class SnapshotStore:
 
     def __init__(self, diff: Path) -> None:
         self.diff = diff
-        self.root = diff.with_name(diff.name + ".snapshots")
+        self.root = DiffFiles(diff).snapshots
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -129,30 +129,33 @@ def _write(path: Path, text: str) -> None:
 # Reading snapshots
 
 
-def diff_of(hv: Hypervisor, vm: str) -> Path:
+def diff_of(dom: Domain) -> Path:
     """The diff a virtainer VM runs on (from its domain metadata)."""
-    diff = hv.metadata(vm).get("diff")
+    diff = dom.metadata().get("diff")
     if not diff:
-        if not hv.exists(vm):
-            raise NotFoundError(f"no VM named '{vm}'")
-        raise ConflictError(f"VM '{vm}' is not managed by virtainer (no diff recorded)")
+        raise ConflictError(f"VM '{dom.name}' is not managed by virtainer (no diff recorded)")
     return Path(diff)
 
 
 def list_snapshots(hv: Hypervisor, vm: str) -> list[Snapshot]:
-    store = SnapshotStore(diff_of(hv, vm))
-    current = hv.snapshot_current(vm)
-    found = [_describe(hv.snapshot_xml(vm, name), store.extras(name), current) for name in hv.snapshot_names(vm)]
+    dom = hv.domain(vm)
+    store = SnapshotStore(diff_of(dom))
+    current = dom.snapshot_current()
+    found = [_describe(dom.snapshot_xml(name), store.extras(name), current) for name in dom.snapshot_names()]
     return sorted(found, key=lambda snap: (snap.created_at, snap.name))
 
 
 def get(hv: Hypervisor, vm: str, name: str) -> Snapshot:
-    store = SnapshotStore(diff_of(hv, vm))
+    return _get(hv.domain(vm), name)
+
+
+def _get(dom: Domain, name: str) -> Snapshot:
+    store = SnapshotStore(diff_of(dom))
     try:
-        xml = hv.snapshot_xml(vm, name)
+        xml = dom.snapshot_xml(name)
     except NotFoundError:
-        raise NotFoundError(f"VM '{vm}' has no snapshot '{name}'") from None
-    return _describe(xml, store.extras(name), hv.snapshot_current(vm))
+        raise NotFoundError(f"VM '{dom.name}' has no snapshot '{name}'") from None
+    return _describe(xml, store.extras(name), dom.snapshot_current())
 
 
 def _describe(xml: str, extras: dict[str, object], current: str | None) -> Snapshot:
@@ -192,18 +195,19 @@ def create(
     hv: Hypervisor, vm: str, *, name: str | None = None, kind: SnapshotKind = "disk", description: str = ""
 ) -> Snapshot:
     """Take a snapshot of a running or stopped VM and record it on the volume."""
-    diff = diff_of(hv, vm)
+    dom = hv.domain(vm)
+    diff = diff_of(dom)
     name = check_name(name or default_name())
     _require_qcow2(diff)
-    if name in hv.snapshot_names(vm):
+    if name in dom.snapshot_names():
         raise ConflictError(f"VM '{vm}' already has a snapshot named '{name}'")
     if name in _names_inside(diff):  # e.g. a teammate's copied diff: a second tag would shadow it
         raise ConflictError(
             f"the diff {diff} already holds an internal snapshot named '{name}'",
             hint="choose another name (qemu-img snapshot -l lists the diff's snapshots)",
         )
-    state = hv.state(vm)
-    active = state in _ACTIVE
+    state = dom.state()
+    active = state.active
     if kind == "memory" and not active:
         raise ConflictError(
             f"VM '{vm}' is {state.value}: a memory snapshot needs a running VM",
@@ -211,14 +215,14 @@ def create(
         )
     quiesced = False
     if kind == "disk" and active:
-        quiesced = _create_disk_live(hv, vm, name, diff, description)
+        quiesced = _create_disk_live(dom, name, diff, description)
     else:
-        xml = _snapshot_xml(name, description, memory=kind == "memory", disks=_disk_targets(hv, vm, diff))
-        hv.snapshot_create(vm, xml)
-    extras = {"vm_state": state.value, "quiesced": quiesced, "hardware": hardware_of(hv, vm)}
-    SnapshotStore(diff).save(name, hv.snapshot_xml(vm, name), extras)
-    _save_current(hv, vm, diff)
-    return get(hv, vm, name)
+        xml = _snapshot_xml(name, description, memory=kind == "memory", disks=_disk_targets(dom, diff))
+        dom.snapshot_create(xml)
+    extras: dict[str, object] = {"vm_state": state.value, "quiesced": quiesced, "hardware": hardware_of(dom)}
+    SnapshotStore(diff).save(name, dom.snapshot_xml(name), extras)
+    _save_current(dom, diff)
+    return _get(dom, name)
 
 
 def _require_qcow2(diff: Path) -> None:
@@ -231,27 +235,27 @@ def _require_qcow2(diff: Path) -> None:
         )
 
 
-def _create_disk_live(hv: Hypervisor, vm: str, name: str, diff: Path, description: str) -> bool:
+def _create_disk_live(dom: Domain, name: str, diff: Path, description: str) -> bool:
     """QEMU takes the disk state; libvirt then records it as a powered-off (disk) snapshot."""
-    parent = hv.snapshot_current(vm)
+    parent = dom.snapshot_current()
     created_at = int(time.time())
     thaw_failed: ThawError | None = None
     try:
-        with frozen_filesystems(hv, vm) as quiesced:
-            hv.snapshot_disk_live(vm, name, str(diff))
+        with frozen_filesystems(dom) as quiesced:
+            dom.snapshot_disk_live(name, str(diff))
     except ThawError as error:
         if not error.snapshot_taken:
             raise
         thaw_failed, quiesced = error, True  # record the snapshot, then report the frozen guest
     xml = _snapshot_xml(
-        name, description, memory=False, disks=_disk_targets(hv, vm, diff), state="shutoff",
-        created_at=created_at, parent=parent, domain_xml=hv.xml(vm, inactive=True, secure=True),
+        name, description, memory=False, disks=_disk_targets(dom, diff), state="shutoff",
+        created_at=created_at, parent=parent, domain_xml=dom.xml(inactive=True, secure=True),
     )  # fmt: skip
     try:
-        hv.snapshot_create(vm, xml, redefine=True, current=True)
+        dom.snapshot_create(xml, redefine=True, current=True)
     except VirtainerError:
         with contextlib.suppress(VirtainerError):  # leave no snapshot libvirt does not know
-            hv.snapshot_delete_live_internal(vm, name, str(diff))
+            dom.snapshot_delete_live_internal(name, str(diff))
         raise
     if thaw_failed is not None:
         raise thaw_failed
@@ -270,12 +274,12 @@ class ThawError(HypervisorError):
         self.snapshot_taken = snapshot_taken
 
 
-def _thaw(hv: Hypervisor, vm: str) -> str | None:
+def _thaw(dom: Domain) -> str | None:
     """Thaw, retrying a busy agent; None when thawed, else why not."""
     problem = ""
     for attempt in range(THAW_ATTEMPTS):
         try:
-            hv.fs_thaw(vm)
+            dom.fs_thaw()
             return None
         except HypervisorError as error:
             problem = error.message
@@ -285,48 +289,41 @@ def _thaw(hv: Hypervisor, vm: str) -> str | None:
 
 
 @contextlib.contextmanager
-def frozen_filesystems(hv: Hypervisor, vm: str) -> Iterator[bool]:
+def frozen_filesystems(dom: Domain) -> Iterator[bool]:
     """Freeze the guest's filesystems when its agent answers; always thaw. Yields whether frozen.
 
     A failed thaw is never swallowed: it raises ThawError (the guest would hang on its writes)."""
     try:
-        hv.agent_command(vm, {"execute": "guest-ping"}, timeout_s=2)
+        dom.agent_command({"execute": "guest-ping"}, timeout_s=2)
     except HypervisorError:
         yield False  # no agent: the snapshot is crash-consistent, like pulling the plug
         return
     try:
-        hv.fs_freeze(vm)
+        dom.fs_freeze()
     except HypervisorError:
         yield False
         return
     try:
         yield True
     except BaseException as error:
-        if problem := _thaw(hv, vm):
+        if problem := _thaw(dom):
             raise ThawError(
-                f"the snapshot of '{vm}' failed ({error}) and its filesystems could not be thawed: {problem}",
+                f"the snapshot of '{dom.name}' failed ({error}) and its filesystems could not be thawed: {problem}",
                 snapshot_taken=False,
             ) from error
         raise
-    if problem := _thaw(hv, vm):
+    if problem := _thaw(dom):
         raise ThawError(
-            f"the snapshot of '{vm}' was taken, but its filesystems could not be thawed: {problem}",
+            f"the snapshot of '{dom.name}' was taken, but its filesystems could not be thawed: {problem}",
             snapshot_taken=True,
         )
 
 
-def _disk_targets(hv: Hypervisor, vm: str, diff: Path) -> dict[str, bool]:
+def _disk_targets(dom: Domain, diff: Path) -> dict[str, bool]:
     """Every disk of the domain -> whether the snapshot includes it: only the diff does, found by
     its source file whatever its bus and target (vda, sda on SATA or SCSI, hda on IDE)."""
-    document = etree.fromstring(hv.xml(vm, inactive=True).encode())
-    targets: dict[str, bool] = {}
-    for disk in document.iterfind("devices/disk"):
-        target, source = disk.find("target"), disk.find("source")
-        if target is None or not target.get("dev"):
-            continue
-        path = source.get("file") if source is not None else None
-        targets[str(target.get("dev"))] = path is not None and os.path.realpath(path) == os.path.realpath(diff)
-    return targets
+    disks = parse_domain(dom.xml(inactive=True)).disks
+    return {disk.target: disk.is_file(diff) for disk in disks if disk.target}
 
 
 def _snapshot_xml(
@@ -357,27 +354,17 @@ def _snapshot_xml(
             etree.SubElement(element, "disk", name=target, snapshot="internal" if included else "no")
     if domain_xml:
         root.append(etree.fromstring(domain_xml.encode()))
-    return etree.tostring(root, encoding="unicode")
+    return str(etree.tostring(root, encoding="unicode"))
 
 
-def hardware_of(hv: Hypervisor, vm: str) -> dict[str, object]:
+def hardware_of(dom: Domain) -> dict[str, object]:
     """What a memory snapshot's saved state depends on: loading it into other hardware fails."""
-    document = etree.fromstring(hv.xml(vm, inactive=True).encode())
-    os_type = document.find("os/type")
-    return {
-        "memory_kib": int(document.findtext("memory") or 0) * _unit_kib(document.find("memory")),
-        "vcpus": int(document.findtext("vcpu") or 0),
-        "machine": os_type.get("machine", "") if os_type is not None else "",
-    }
+    model = parse_domain(dom.xml(inactive=True))
+    return {"memory_kib": model.memory_kib, "vcpus": model.vcpus, "machine": model.machine}
 
 
-def _unit_kib(element: etree._Element | None) -> int:
-    unit = (element.get("unit", "KiB") if element is not None else "KiB").lower()
-    return {"kib": 1, "k": 1, "mib": 1024, "m": 1024, "gib": 1 << 20, "g": 1 << 20}.get(unit, 1)
-
-
-def _save_current(hv: Hypervisor, vm: str, diff: Path) -> None:
-    SnapshotStore(diff).set_current(hv.snapshot_current(vm))
+def _save_current(dom: Domain, diff: Path) -> None:
+    SnapshotStore(diff).set_current(dom.snapshot_current())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,24 +379,25 @@ def revert(hv: Hypervisor, vm: str, name: str) -> RevertResult:
     a stopped VM stays stopped.
     """
     started = time.monotonic()
-    snapshot = get(hv, vm, name)
-    active = hv.state(vm) in _ACTIVE
+    dom = hv.domain(vm)
+    snapshot = _get(dom, name)
+    active = dom.state().active
     if snapshot.kind == "memory":
-        _check_hardware(hv, vm, snapshot)
+        _check_hardware(dom, snapshot)
     # libvirt puts the snapshot's copy of the definition back; the VM keeps its own, secrets too
-    definition = hv.xml(vm, inactive=True, secure=True)
-    hv.snapshot_revert(vm, name, running=snapshot.kind == "memory" or active)
+    definition = dom.xml(inactive=True, secure=True)
+    dom.snapshot_revert(name, running=snapshot.kind == "memory" or active)
     hv.define(definition)
-    _save_current(hv, vm, diff_of(hv, vm))
-    return RevertResult(get(hv, vm, name), hv.state(vm), round(time.monotonic() - started, 2))
+    _save_current(dom, diff_of(dom))
+    return RevertResult(_get(dom, name), dom.state(), round(time.monotonic() - started, 2))
 
 
-def _check_hardware(hv: Hypervisor, vm: str, snapshot: Snapshot) -> None:
-    now = hardware_of(hv, vm)
+def _check_hardware(dom: Domain, snapshot: Snapshot) -> None:
+    now = hardware_of(dom)
     if snapshot.hardware and snapshot.hardware != now:
         raise ConflictError(
             f"snapshot '{snapshot.name}' holds memory state for {snapshot.hardware}, "
-            f"but VM '{vm}' now has {now}; its memory cannot be loaded",
+            f"but VM '{dom.name}' now has {now}; its memory cannot be loaded",
             hint="start the VM with the same memory, vCPUs and machine type to revert to it",
         )
 
@@ -417,16 +405,17 @@ def _check_hardware(hv: Hypervisor, vm: str, snapshot: Snapshot) -> None:
 def delete(hv: Hypervisor, vm: str, name: str) -> None:
     """Delete one snapshot from the diff and from the volume record. The base is never touched:
     an internal snapshot only ever lives in the diff's own qcow2 clusters."""
-    diff = diff_of(hv, vm)
-    get(hv, vm, name)  # a clean 404 before anything changes
-    hv.snapshot_delete(vm, name)
+    dom = hv.domain(vm)
+    diff = diff_of(dom)
+    _get(dom, name)  # a clean 404 before anything changes
+    dom.snapshot_delete(name)
     store = SnapshotStore(diff)
     store.remove(name)
     # libvirt re-parents the children of a deleted snapshot: keep the volume's copies in step
-    for other in hv.snapshot_names(vm):
+    for other in dom.snapshot_names():
         if other in store.names():
-            store.save(other, hv.snapshot_xml(vm, other))
-    _save_current(hv, vm, diff)
+            store.save(other, dom.snapshot_xml(other))
+    _save_current(dom, diff)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,9 +434,10 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
     if not saved:
         return RestoreReport([], {})
     inside = _names_inside(diff)
-    known = set(hv.snapshot_names(vm))
-    domain_xml = hv.xml(vm, inactive=True, secure=True)  # a revert starts this one: secrets too
-    disks = _disk_targets(hv, vm, diff)
+    dom = hv.domain(vm)
+    known = set(dom.snapshot_names())
+    domain_xml = dom.xml(inactive=True, secure=True)  # a revert starts this one: secrets too
+    disks = _disk_targets(dom, diff)
     restored: list[str] = []
     skipped: dict[str, str] = {}
     for name in _creation_order(store, saved):
@@ -458,7 +448,7 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
             continue
         try:
             xml = _redefinition(store.xml(name), domain_xml, disks, known | set(restored))
-            hv.snapshot_create(vm, xml, redefine=True, current=name == store.current())
+            dom.snapshot_create(xml, redefine=True, current=name == store.current())
         except (VirtainerError, etree.XMLSyntaxError, OSError) as error:
             skipped[name] = str(error)
             continue
@@ -469,16 +459,18 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
 def forget_all(hv: Hypervisor, vm: str) -> list[str]:
     """Drop libvirt's record of every snapshot of `vm`, leaving every disk as it is: the domain
     is about to be defined on another diff, which does not hold them. Returns their names."""
-    names = hv.snapshot_names(vm)
+    dom = hv.domain(vm)
+    names = dom.snapshot_names()
     for name in names:
-        hv.snapshot_delete(vm, name, metadata_only=True)
+        dom.snapshot_delete(name, metadata_only=True)
     return names
 
 
 def _names_inside(diff: Path) -> set[str]:
     """The internal snapshots the diff itself holds (qemu-img snapshot -l)."""
-    snapshots = storage.image_info(diff).get("snapshots") or []
-    return {str(item.get("name")) for item in snapshots if isinstance(item, dict)}  # type: ignore[union-attr]
+    snapshots = storage.image_info(diff).get("snapshots")
+    items = snapshots if isinstance(snapshots, list) else []
+    return {str(item.get("name")) for item in items if isinstance(item, dict)}
 
 
 def _creation_order(store: SnapshotStore, names: list[str]) -> list[str]:
@@ -506,7 +498,7 @@ def _redefinition(saved_xml: str, domain_xml: str, disks: dict[str, bool], known
     for target, included in disks.items():
         etree.SubElement(element, "disk", name=target, snapshot="internal" if included else "no")
     document.append(etree.fromstring(domain_xml.encode()))
-    return etree.tostring(document, encoding="unicode")
+    return str(etree.tostring(document, encoding="unicode"))
 
 
 def as_dict(snapshot: Snapshot) -> dict[str, object]:

@@ -20,8 +20,9 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from virtainer.diff_files import DiffFiles
 from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import staged, write_atomic, write_atomic_with
@@ -137,7 +138,7 @@ def _require_complete_chain(path: Path, info: dict[str, object]) -> None:
         info = image_info(backing)
 
 
-def _read_json(path: Path) -> dict[str, dict[str, object]]:
+def _read_json(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -155,9 +156,7 @@ def image_cache_dir() -> Path:
 
 def require_image(source: ImageSource) -> None:
     if not source.path and not source.url:
-        raise ConfigError(
-            "image", "", "a base image: set VIRTAINER_IMAGE (path) or VIRTAINER_IMAGE_URL (+ _SHA256)"
-        )
+        raise ConfigError("image", "", "a base image: set VIRTAINER_IMAGE (path) or VIRTAINER_IMAGE_URL (+ _SHA256)")
 
 
 def has_base_image(spec: VmSpec) -> bool:
@@ -502,7 +501,7 @@ class DiffLock:
     """
 
     def __init__(self, diff: Path) -> None:
-        self.path = diff.with_name(diff.name + ".lock")
+        self.path = DiffFiles(diff).lock
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -533,7 +532,6 @@ class DiffLock:
             yield
         finally:
             self.release()
-
 
 
 # ---------------------------------------------------------------------------------------------

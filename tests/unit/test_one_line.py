@@ -302,16 +302,20 @@ def test_the_cloud_init_probe_never_crashes_on_agent_answers(answers: tuple[obje
 
 
 class FreezingAgent:
+    """A domain handle whose agent freezes but never thaws."""
+
+    name = "vm"
+
     def __init__(self) -> None:
         self.thaws = 0
 
     def agent_command(self, *_args: object, **_kwargs: object) -> object:
         return {}
 
-    def fs_freeze(self, _name: str) -> int:
+    def fs_freeze(self) -> int:
         return 2
 
-    def fs_thaw(self, _name: str) -> None:
+    def fs_thaw(self) -> None:
         self.thaws += 1
         raise HypervisorError("guest agent could not thaw filesystems: timeout")
 
@@ -319,12 +323,12 @@ class FreezingAgent:
 def test_a_failed_thaw_is_reported_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(snapshots, "THAW_PAUSE_S", 0)
     agent = FreezingAgent()
-    with pytest.raises(snapshots.ThawError) as caught, snapshots.frozen_filesystems(agent, "vm") as frozen:  # type: ignore[arg-type]
+    with pytest.raises(snapshots.ThawError) as caught, snapshots.frozen_filesystems(agent) as frozen:  # type: ignore[arg-type]
         assert frozen
     assert caught.value.snapshot_taken and "could not be thawed" in str(caught.value)
     assert "virsh domfsthaw" in str(caught.value)
     assert agent.thaws == snapshots.THAW_ATTEMPTS  # retried before reporting
-    with pytest.raises(snapshots.ThawError) as caught, snapshots.frozen_filesystems(agent, "vm"):  # type: ignore[arg-type]
+    with pytest.raises(snapshots.ThawError) as caught, snapshots.frozen_filesystems(agent):  # type: ignore[arg-type]
         raise HypervisorError("snapshot failed")
     assert not caught.value.snapshot_taken and "snapshot failed" in str(caught.value)
 

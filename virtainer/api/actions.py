@@ -13,8 +13,6 @@ from virtainer.api import models
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.hypervisor import DomainState, Hypervisor
 
-ACTIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTTING_DOWN)
-
 
 def require_vm(hv: Hypervisor, name: str) -> DomainState:
     state = hv.state(name)
@@ -25,7 +23,7 @@ def require_vm(hv: Hypervisor, name: str) -> DomainState:
 
 def require_running(hv: Hypervisor, name: str, operation: str) -> None:
     state = require_vm(hv, name)
-    if state not in ACTIVE:
+    if not state.active:
         raise ConflictError(f"cannot {operation} VM '{name}': it is {state.value}", hint="start it first")
 
 
@@ -41,7 +39,7 @@ def vm_status(hv: Hypervisor, name: str, operation: str | None = None, guest_fac
 def start(hv: Hypervisor, name: str) -> models.OperationResult:
     started = time.monotonic()
     state = require_vm(hv, name)
-    if state in ACTIVE:
+    if state.active:
         raise ConflictError(f"VM '{name}' is already {state.value}")
     hv.start(name)
     return _result(hv, name, "start", started)

@@ -46,7 +46,7 @@ from virtainer.errors import (
     one_line,
 )
 from virtainer.exit_codes import EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, exit_status
-from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.hypervisor import Hypervisor
 from virtainer.readiness import Readiness, ReadinessProbe
 from virtainer.spec import (
     USER_DEFAULT_PORTS,
@@ -67,7 +67,6 @@ MONITOR_INTERVAL_S = 1.0
 HEALTH_PROBE_INTERVAL_S = 10.0  # how often wait_for's exec:CMD is run once the VM is ready
 PROBE_FAILURES = 3
 CONTROL_PORTS = ("REST API", "VNC")  # reserved ports the guest itself may not reach
-OFF_STATES = (DomainState.SHUT_OFF, DomainState.CRASHED)
 
 
 class SupervisionGaveUp(HypervisorError):
@@ -346,9 +345,9 @@ class Controller:
             return None
         assert self.hv is not None
         state = self.hv.state(name)
-        reason = self.hv.shutoff_reason(name) if state in OFF_STATES else ""
-        if state not in OFF_STATES:
+        if state.active or not state.defined:
             return None
+        reason = self.hv.shutoff_reason(name)
         self.ready_file.clear()
         if api_container.off_on_request(self.api, name):
             return None  # stopped through the API (or being reverted): the container stays

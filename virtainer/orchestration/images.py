@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 
 from virtainer import storage
 from virtainer.controller.config import BAKED_RECORD, IMAGES_DIR
+from virtainer.diff_files import DiffFiles
 from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, NotFoundError, VirtainerError
-from virtainer.spec import BASE_RECORD_SUFFIX, beside_diff
 
 LAYERS_DIR = PurePosixPath(str(IMAGES_DIR)) / "layers"
 DIFF_NAME = "local_image.qcow2"
@@ -86,7 +86,7 @@ def build(diff: Path, source_image: str, tag: str, env: Mapping[str, str], engin
 
 
 def _build_locked(diff: Path, source_image: str, tag: str, env: Mapping[str, str], engine: str) -> BuiltImage:
-    record_path = beside_diff(diff, BASE_RECORD_SUFFIX)
+    record_path = DiffFiles(diff).base_record
     try:
         recorded = storage.BaseRecord.from_json(record_path.read_text())
     except (OSError, ValueError, KeyError, TypeError):

@@ -53,7 +53,6 @@ from virtainer.runtime.vm import (
     write_initrd,
 )
 
-GONE = (DomainState.SHUT_OFF, DomainState.UNDEFINED, DomainState.CRASHED)
 EXIT_LAUNCH_FAILED = 125  # like `docker run`'s own failures: the command never ran
 FLUSH_DEADLINE_S = 5.0  # after the guest reports its exit: wait this long for the last output
 STOP_DEADLINE_S = 5.0  # then this long for the guest to power off before the VM is ended
@@ -191,7 +190,7 @@ class Launcher:
             try:
                 line = self.lines.get(timeout=0.25)
             except queue.Empty:
-                if hypervisor.state(self.name) not in GONE:
+                if hypervisor.state(self.name).active:
                     continue
                 line = None
             if line is None:

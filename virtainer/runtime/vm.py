@@ -11,7 +11,8 @@ from pathlib import Path
 import jinja2
 
 from virtainer.accel import AcceleratorChoice
-from virtainer.domain import METADATA_NS, validate_domain_xml
+from virtainer.domain import validate_domain_xml
+from virtainer.domain_model import METADATA_NS
 from virtainer.runtime.plan import LaunchPlan
 
 # virtio-serial port names, shared with guest/init.c

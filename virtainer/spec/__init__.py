@@ -42,7 +42,6 @@ from virtainer.spec.facts import HostFacts, running_in_container
 from virtainer.spec.model import (
     ACCELERATORS,
     ALL_STAGES,
-    BASE_RECORD_SUFFIX,
     CLOCK_OFFSETS,
     DEFAULT_STATE_ROOT,
     DISK_BUSES,
@@ -72,7 +71,6 @@ from virtainer.spec.model import (
     Stage,
     VmSpec,
     VncSpec,
-    beside_diff,
     spec_with,
 )
 from virtainer.spec.network import (
@@ -143,7 +141,7 @@ from virtainer.spec.settings import (
 from virtainer.validators import Invalid, parse_flag, parse_name
 
 __all__ = [
-    "ACCELERATORS", "ALL_STAGES", "BASE_RECORD_SUFFIX", "CANDIDATE_SUBNETS", "CLOCK_OFFSETS", "CONFIG_FILE_MAX",
+    "ACCELERATORS", "ALL_STAGES", "CANDIDATE_SUBNETS", "CLOCK_OFFSETS", "CONFIG_FILE_MAX",
     "DEFAULT_STATE_ROOT", "DISK_BUSES", "DISK_CACHES", "DISK_NAMES_PER_PREFIX", "EXEC_PROBE", "FILESYSTEMS",
     "FIRMWARES", "FORWARDS_FORM", "IDE_DISKS_MAX", "MACHINES", "MAX_SECONDS", "NAME_MAX", "NAT_NETWORK",
     "NETWORK_CONTROL", "PASSWORD_POLICIES", "PATH_MAX", "PORTS_FORM", "READINESS_FILE", "RESERVED_SUBNETS",
@@ -152,7 +150,7 @@ __all__ = [
     "VIDEO_MODELS", "VNC_BASE_PORT", "Accelerator", "AliasTranslator", "ClockOffset", "ContainerFacts", "DataDisk",
     "DirectBoot", "Firmware", "GuestForward", "HostFacts", "ImageSource", "Invalid", "NetworkMode",
     "NetworkSetupError", "NetworkSpec", "PasswordPolicy", "PortRange", "PortRule", "Protocol", "RawSettings",
-    "RawValue", "ReservedPort", "Setting", "Stage", "VmSpec", "VncSpec", "beside_diff", "check_lan",
+    "RawValue", "ReservedPort", "Setting", "Stage", "VmSpec", "VncSpec", "check_lan",
     "check_port_targets", "check_user_mode_ports", "choose_subnet", "container_ports", "default_stages",
     "default_user_for", "is_ascii_number", "merge_settings", "parse_choice", "parse_cmdline", "parse_disk",
     "parse_existing_file", "parse_flag", "parse_guest_forward", "parse_guest_forwards", "parse_hostname",

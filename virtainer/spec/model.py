@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from virtainer.diff_files import DiffFiles
 from virtainer.firmware import UefiFirmware
 
 Accelerator = Literal["auto", "kvm", "tcg"]
@@ -223,37 +224,31 @@ class VmSpec:
         return self.state_dir / READINESS_FILE
 
     @property
+    def files(self) -> DiffFiles:
+        """The files beside the diff (its records, NVRAM, password, snapshot records, lock)."""
+        return DiffFiles(self.diff_path)
+
+    @property
     def base_record_path(self) -> Path:
-        """The base image's identity, recorded beside the diff (it travels with the diff)."""
-        return beside_diff(self.diff_path, BASE_RECORD_SUFFIX)
+        return self.files.base_record
 
     @property
     def password_path(self) -> Path:
-        """A generated password lives beside the diff: same disk, same password, same seed."""
-        return beside_diff(self.diff_path, ".password")
+        return self.files.password
 
     @property
     def nvram_path(self) -> Path:
-        """UEFI variables (boot entries, ...) live beside the diff and travel with it."""
-        return beside_diff(self.diff_path, ".nvram.fd")
+        return self.files.nvram
 
     @property
     def nic_record_path(self) -> Path:
-        """The NIC's MAC address, recorded beside the diff: a copied diff keeps its NIC."""
-        return beside_diff(self.diff_path, ".nic.json")
+        return self.files.nic_record
 
     @property
     def format_record_path(self) -> Path:
-        """The data disks' formats, recorded when first attached: never probed again."""
-        return beside_diff(self.diff_path, ".formats.json")
+        return self.files.format_record
 
 
-def beside_diff(diff: Path, suffix: str) -> Path:
-    """A file that belongs to a diff sits next to it, named after it, and travels with it."""
-    return diff.with_name(diff.name + suffix)
-
-
-BASE_RECORD_SUFFIX = ".base.json"
 READINESS_FILE = "readiness.json"
 
 
