@@ -18,19 +18,18 @@ import traceback
 import tty
 import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
-from virtainer import machine
+from virtainer import machine, operations
 from virtainer.accel import choose_accelerator
 from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.cli_layout import metavar
 from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
-from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_status
+from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, exit_status
 from virtainer.guest_cli import add_commands as add_guest_commands
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.orchestration.commands import add_commands as add_orchestration_commands
@@ -112,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--connect", default=os.environ.get("VIRTAINER_LIBVIRT_URI") or os.environ.get("LIBVIRT_DEFAULT_URI"),
         help=f"libvirt URI (default {DEFAULT_URI}; env VIRTAINER_LIBVIRT_URI)",
     )  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # typed as plain ArgumentParsers for the other modules' add_commands; they are OneLineParsers
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = typing.cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers)
 
     up = commands.add_parser("up", help="create and start a VM, wait until it is ready")
     _add_spec_arguments(up)
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     console = commands.add_parser("console", help="attach to the serial console (Ctrl+] leaves)")
     console.add_argument("name", nargs="?", default="vm")
 
-    down = commands.add_parser("down", help="graceful shutdown (agent, then ACPI, then destroy)")
+    down = commands.add_parser("down", help="graceful shutdown (agent, then ACPI, then destroy), as stop")
     down.add_argument("name", nargs="?", default="vm")
     down.add_argument("--timeout", type=timeout_argument, default=60.0, help="seconds before destroy (default 60)")
 
@@ -227,9 +228,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return cmd_fleet_status(args)
     with _hypervisor(args) as hv:
         names = [args.name] if args.name else hv.list_names()
-        statuses = [machine.status(hv, name) for name in names]
-    if args.json:
-        payload = [_status_json(item) for item in statuses]
+        statuses = [operations.status(hv, name) for name in names]
+    if args.json:  # the API's shape (GET /v1/vms/NAME)
+        payload = [operations.as_dict(item) for item in statuses]
         out.print_json(json.dumps(payload[0] if args.name else payload))
         return EXIT_OK
     from virtainer.cli_layout import status_table
@@ -238,27 +239,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_json(status: machine.VmStatus) -> dict[str, object]:
-    data = asdict(status)
-    data["state"] = status.state.value
-    return data
-
-
 def cmd_down(args: argparse.Namespace) -> int:
+    """The API's stop (and `virtainer stop`'s): a VM that is not running is a conflict, exit 4."""
     with _hypervisor(args) as hv:
-        result = machine.stop(hv, args.name, args.timeout)
-    how = {"agent": "guest agent", "acpi": "ACPI power button", "none": "it was not running"}
+        result = operations.stop(hv, args.name, args.timeout)
     if result.graceful:
-        out.print(f"VM '{args.name}' is off ({how[result.method]}, {result.elapsed_s:.1f} s)")
+        how = "guest agent" if result.method == "agent" else "ACPI power button"
+        out.print(f"VM '{args.name}' is off ({how}, {result.elapsed_s:.1f} s)")
         return EXIT_OK
     out.print(f"VM '{args.name}' did not power off within {args.timeout:.0f} s and was destroyed")
-    return 3
+    return EXIT_TIMEOUT
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
     with _hypervisor(args) as hv:
-        was_running = machine.destroy(hv, args.name)
-    out.print(f"VM '{args.name}' {'destroyed' if was_running else 'was not running'}")
+        operations.destroy(hv, args.name)
+    out.print(f"VM '{args.name}' destroyed")
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # rich's table module loads only when a command draws one
     from rich.table import Table
 
-    from virtainer.machine import VmStatus
+    from virtainer.operations import VmStatus
 
 # What each VM setting's flag takes, as `--help` shows it (argparse would say SPEC_MEMORY)
 METAVARS = {
@@ -43,14 +43,14 @@ def status_row(item: VmStatus) -> tuple[str, ...]:
     """One VM's cells, in the order of HEADERS (one address a line)."""
     return (
         item.name,
-        item.state.value,
+        item.state,
         "\n".join(address.address for address in item.addresses),
         item.accelerator,
         str(item.vcpus),
         f"{item.memory_mib}M",
         f"{item.guest.os_id} {item.guest.os_version_id}".strip() if item.guest else "",
-        " ".join(f"{record.stage}@{record.elapsed_s:.0f}s" for record in item.stages),
-        item.diff_path,
+        " ".join(f"{record.stage}@{record.elapsed_s:.0f}s" for record in item.readiness.stages),
+        item.diff.path,
     )
 
 

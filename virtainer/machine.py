@@ -6,27 +6,24 @@ input, accelerator) before it writes anything, so a refused start leaves the dis
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from virtainer import guest, snapshots, storage
+from virtainer import snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
-from virtainer.diff_files import DiffFiles
 from virtainer.domain import default_mac, render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import remove_stale_temporaries, write_atomic
-from virtainer.guest import GuestFacts
-from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
+from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import READINESS_FILE, DataDisk, VmSpec, spec_with
+from virtainer.spec import DataDisk, VmSpec, spec_with
 
 
 class Reporter(Protocol):
@@ -97,22 +94,6 @@ class StopResult:
     method: Literal["agent", "acpi", "destroy", "none"]
     graceful: bool
     elapsed_s: float
-
-
-@dataclass
-class VmStatus:
-    name: str
-    state: DomainState
-    accelerator: str = ""
-    accelerator_reason: str = ""
-    vcpus: int = 0
-    memory_mib: int = 0
-    addresses: list[InterfaceAddress] = field(default_factory=list)
-    stages: list[StageRecord] = field(default_factory=list)
-    diff_path: str = ""
-    base: storage.BaseRecord | None = None
-    user: str = ""
-    guest: GuestFacts | None = None  # what the guest agent reports, when one answers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +360,7 @@ def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: boo
 
 
 # ---------------------------------------------------------------------------------------------
-# stop, destroy, status
+# stop, destroy
 
 
 def stop(hv: Hypervisor, name: str, timeout_s: float = 60.0) -> StopResult:
@@ -432,39 +413,6 @@ def destroy(hv: Hypervisor, name: str) -> bool:
     if hv.state(name) == DomainState.UNDEFINED:
         raise NotFoundError(f"no VM named '{name}'")
     return hv.destroy(name)
-
-
-def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
-    """State, resources, addresses, readiness, diff; with guest_facts, what the agent reports."""
-    state = hv.state(name)
-    if state == DomainState.UNDEFINED:
-        raise NotFoundError(f"no VM named '{name}'")
-    metadata = hv.metadata(name)
-    vcpus, memory_mib = hv.info(name)
-    result = VmStatus(
-        name=name,
-        state=state,
-        accelerator=metadata.get("accelerator", ""),
-        accelerator_reason=metadata.get("accelerator-reason", ""),
-        vcpus=vcpus,
-        memory_mib=memory_mib,
-        diff_path=metadata.get("diff", ""),
-        user=metadata.get("user", ""),
-    )
-    if state == DomainState.RUNNING:
-        result.addresses = hv.addresses(name)
-        if guest_facts:
-            with contextlib.suppress(HypervisorError):  # no agent (yet): no facts
-                result.guest = guest.facts(hv, name, patient=False)
-    state_dir = metadata.get("state-dir")
-    if state_dir and state == DomainState.RUNNING:
-        readiness = Readiness.load(Path(state_dir) / READINESS_FILE)
-        result.stages = readiness.records() if readiness else []
-    if result.diff_path:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            record = DiffFiles(Path(result.diff_path)).base_record
-            result.base = storage.BaseRecord.from_json(record.read_text())
-    return result
 
 
 def undefine(hv: Hypervisor, name: str) -> None:

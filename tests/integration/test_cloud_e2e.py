@@ -95,8 +95,9 @@ def test_user_data_runcmd_ran(booted: BootedCloudGuest) -> None:
 def test_status_shows_stages_and_base_identity(booted: BootedCloudGuest) -> None:
     done = subprocess.run([*VIRTAINER, "status", booted.name, "--json"], capture_output=True, text=True, check=True)
     status = json.loads(done.stdout)
-    assert [record["stage"] for record in status["stages"]] == ["running", "ip", "agent", "cloud-init", "ssh"]
-    assert status["base"]["identity"]["format"] == "qcow2"
+    stages = [record["stage"] for record in status["readiness"]["stages"]]
+    assert stages == ["running", "ip", "agent", "cloud-init", "ssh"]
+    assert status["diff"]["base"]["format"] == "qcow2"
     assert status["vcpus"] == 2 and status["memory_mib"] == 1024
 
 

@@ -222,7 +222,7 @@ def test_status_facts_match_what_ssh_sees(booted: Booted) -> None:
     assert (facts["kernel_release"], facts["hostname"]) == (kernel, hostname)
     addresses = [address for interface in facts["interfaces"] for address in interface["addresses"]]
     assert any(address.startswith(f"{booted.address}/") for address in addresses)
-    agent = next(record for record in status["stages"] if record["stage"] == "agent")
+    agent = next(record for record in status["readiness"]["stages"] if record["stage"] == "agent")
     assert agent["detail"].startswith("qemu-ga ") and facts["agent_version"] in agent["detail"]
 
 

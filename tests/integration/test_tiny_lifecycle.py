@@ -52,13 +52,15 @@ def test_up_console_status_down_destroy(tiny: TinyGuest, vm_dir: Path, domain_na
     status = json.loads(virtainer("status", domain_name, "--json").stdout)
     assert status["state"] == "running"
     assert status["accelerator"] in ("tcg", "kvm") and status["accelerator_reason"]
-    assert status["diff_path"] == str(vm_dir / "diff.qcow2")
-    assert status["base"]["identity"]["sha256"] == base_before
+    assert status["diff"]["path"] == str(vm_dir / "diff.qcow2")
+    assert status["diff"]["base"]["sha256"] == base_before
 
     down = virtainer("down", domain_name, "--timeout", "60")
     assert "ACPI power button" in down.stdout  # graceful: the tiny guest has no agent
     assert "GUEST-ACPI-POWER-BUTTON" in serial_log(vm_dir)
     assert json.loads(virtainer("status", domain_name, "--json").stdout)["state"] == "shut-off"
+    again = virtainer("down", domain_name, check=False)  # as the API's stop: a conflict, exit 4
+    assert again.returncode == 4 and "it is shut-off" in again.stderr
 
     virtainer(*up_args(tiny, domain_name, vm_dir))
     assert "destroyed" in virtainer("destroy", domain_name).stdout
@@ -118,11 +120,11 @@ def test_network_readiness_stages(tiny: TinyGuest, vm_dir: Path, domain_name: st
     address = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("address:"))
     status = json.loads(virtainer("status", domain_name, "--json").stdout)
     assert address in [item["address"] for item in status["addresses"]]
-    stages = [record["stage"] for record in status["stages"]]
+    stages = [record["stage"] for record in status["readiness"]["stages"]]
     assert stages == ["running", "ip", "ssh"]
-    times = [record["elapsed_s"] for record in status["stages"]]
+    times = [record["elapsed_s"] for record in status["readiness"]["stages"]]
     assert times == sorted(times)
-    assert "TINY-GUEST-LISTENER" in status["stages"][-1]["detail"]
+    assert "TINY-GUEST-LISTENER" in status["readiness"]["stages"][-1]["detail"]
 
 
 def test_render_prints_valid_xml_without_libvirt(tiny: TinyGuest, vm_dir: Path) -> None:

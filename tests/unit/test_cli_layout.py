@@ -15,7 +15,7 @@ from virtainer import cli
 from virtainer.cli_layout import HEADERS, status_table
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
-from virtainer.machine import VmStatus
+from virtainer.operations import VmDiff, VmReadiness, VmStatus
 from virtainer.readiness import StageRecord
 
 
@@ -44,13 +44,18 @@ def rendered(statuses: list[VmStatus], width: int) -> list[str]:
 STAGES = [StageRecord(stage, 1.0, elapsed) for stage, elapsed in
           (("running", 0.4), ("ip", 11.8), ("agent", 19.6), ("cloud-init", 31.2), ("ssh", 33.0))]  # fmt: skip
 BUSY = VmStatus(
-    name="web-frontend-production-01", state=DomainState.RUNNING, accelerator="tcg", vcpus=2, memory_mib=1024,
+    name="web-frontend-production-01", state=DomainState.RUNNING.value, accelerator="tcg", accelerator_reason="",
+    vcpus=2, memory_mib=1024,
     addresses=[InterfaceAddress("52:54:00:12:34:56", "192.168.122.143", 24, "lease"),
                InterfaceAddress("52:54:00:12:34:57", "10.231.117.254", 24, "agent")],
-    stages=STAGES, diff_path="/var/lib/virtainer/vms/web-frontend-production-01/diff.qcow2",
+    readiness=VmReadiness(True, ["running", "ip", "agent", "cloud-init", "ssh"], STAGES),
+    diff=VmDiff("/var/lib/virtainer/vms/web-frontend-production-01/diff.qcow2", None),
     guest=GuestFacts(os_id="debian", os_version_id="12"),
 )  # fmt: skip
-IDLE = VmStatus(name="db", state=DomainState.SHUT_OFF, accelerator="kvm", vcpus=4, memory_mib=8192)
+IDLE = VmStatus(
+    name="db", state=DomainState.SHUT_OFF.value, accelerator="kvm", accelerator_reason="", vcpus=4, memory_mib=8192,
+    addresses=[], readiness=VmReadiness(False, ["running"], []), diff=VmDiff("", None),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("width", [80, 60])
@@ -68,7 +73,7 @@ def test_a_wide_terminal_shows_every_column_whole() -> None:
     text = "\n".join(rendered([BUSY, IDLE], 200))
     for header in HEADERS:
         assert header in text
-    assert BUSY.diff_path in text and "cloud-init@31s ssh@33s" in text and "debian 12" in text
+    assert BUSY.diff.path in text and "cloud-init@31s ssh@33s" in text and "debian 12" in text
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.driver import TEST_DRIVER, DriverVm, driver_spec, driver_vm
-from virtainer import machine, snapshots, storage
+from virtainer import machine, operations, snapshots, storage
 from virtainer.errors import ConflictError, NotFoundError
 from virtainer.hypervisor import DomainState, Hypervisor
 
@@ -75,15 +75,15 @@ def test_stop_then_up_again_keeps_the_diff_and_the_mac(vm: DriverVm, hv: Hypervi
 
 
 def test_status_reports_resources_diff_and_base(vm: DriverVm, hv: Hypervisor) -> None:
-    status = machine.status(hv, vm.name, guest_facts=False)
+    status = operations.status(hv, vm.name, guest_facts=False)
     assert (status.state, status.vcpus, status.memory_mib) == (DomainState.RUNNING, vm.spec.vcpus, vm.spec.memory_mib)
-    assert status.diff_path == str(vm.spec.diff_path) and status.accelerator == "tcg"
-    assert status.base is not None and status.base.path == str(vm.base)
-    assert [stage.stage for stage in status.stages] == ["running"]
+    assert status.diff.path == str(vm.spec.diff_path) and status.accelerator == "tcg"
+    assert status.diff.base is not None and status.diff.base.path == str(vm.base)
+    assert [stage.stage for stage in status.readiness.stages] == ["running"]
 
 
 def test_operations_on_an_unknown_vm_are_not_found(hv: Hypervisor) -> None:
-    for operation in (machine.stop, machine.destroy, machine.status, snapshots.list_snapshots):
+    for operation in (machine.stop, machine.destroy, operations.status, snapshots.list_snapshots):
         with pytest.raises(NotFoundError):
             operation(hv, "vt-no-such-vm")
 

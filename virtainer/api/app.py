@@ -69,9 +69,9 @@ def create_app(
     app.state.consoles = Consoles(backend.hypervisor, lambda call: backend.run(lambda _hv: call()))
     install_error_handlers(app)
     app.include_router(health.router)
-    documented = {"dependencies": [Depends(bearer)], "responses": responses(401, 408, 413, 503)}
+    refusals = responses(401, 408, 413, 503)  # the gate's, before a route runs
     for module in (vms, fleet, snapshots, guest, events, metrics, console):  # the gate checks the token
-        app.include_router(module.router, **documented)
+        app.include_router(module.router, dependencies=[Depends(bearer)], responses=refusals)
     if settings.ui:
         app.include_router(ui.router)
         app.mount("/ui/static", StaticFiles(directory=ui.UI_DIR, check_dir=False), name="ui-static")

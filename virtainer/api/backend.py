@@ -200,7 +200,7 @@ class Backend:
         generation = self._generation.get(vm, 0)
         facts = self._guest_facts.get(vm)
         fresh_facts = facts is None or time.monotonic() - facts[0] >= GUEST_FACTS_TTL_S
-        status = await self.run(actions.vm_status, vm, None, fresh_facts)
+        status = await self.run(actions.vm_status, vm, fresh_facts)
         if fresh_facts:
             self._guest_facts[vm] = (time.monotonic(), status.guest)
         elif facts is not None and status.state == "running":

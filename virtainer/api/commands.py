@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtainer.errors import ConfigError
-from virtainer.exit_codes import EXIT_OK
+from virtainer.exit_codes import EXIT_OK, EXIT_TIMEOUT
 from virtainer.spec import timeout_argument
 from virtainer.validators import NAME_RULE, is_name
 
 if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of these commands runs
     from pydantic import BaseModel
 
+    from virtainer import snapshots
     from virtainer.api import models
     from virtainer.api.client import VmClient
 
@@ -108,7 +109,7 @@ def cmd_power(args: argparse.Namespace) -> int:
         else:
             result = client.reboot(args.name)
     _print(args, result, _describe_operation(result))
-    return EXIT_OK if result.graceful is not False else 3  # a forced stop: exit 3, like `down`
+    return EXIT_OK if result.graceful is not False else EXIT_TIMEOUT  # a forced stop, as `down`
 
 
 def _describe_operation(result: models.OperationResult) -> str:
@@ -126,7 +127,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
             from virtainer.api import models
 
-            kind = "memory" if args.memory else "disk"
+            kind: snapshots.SnapshotKind = "memory" if args.memory else "disk"
             try:
                 request = models.SnapshotCreate(name=args.snapshot, kind=kind, description=args.description)
             except ValidationError as error:  # the name is checked already: the description

@@ -1,5 +1,8 @@
 """The API's JSON shapes (pydantic), and their conversion from the core's dataclasses.
 
+VmPublic and OperationResult have exactly the fields of virtainer.operations' VmStatus and
+OperationResult (tests/unit/test_operation_rules.py checks it): the CLI's JSON is the API's.
+
 No FastAPI here: the CLI prints the same shapes when it works against local libvirt.
 """
 
@@ -11,8 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from virtainer import guest, machine, snapshots
-from virtainer.spec import ALL_STAGES
+from virtainer import guest, operations, snapshots
 from virtainer.validators import NAME_MAX_LENGTH, PASSWORD_MAX, PASSWORD_MIN
 from virtainer.validators import NAME_PATTERN as NAME_PATTERN  # re-exported: routes import it from here
 
@@ -220,31 +222,12 @@ class Ready(Model):
     stages: list[Stage]
 
 
-def vm_public(status: machine.VmStatus, wanted: tuple[str, ...], operation: str | None) -> VmPublic:
-    stages = [Stage(**vars(record)) for record in status.stages]
-    reached = {stage.stage for stage in stages}
-    running = status.state.value == "running"
-    base = status.base
-    return VmPublic(
-        name=status.name,
-        state=status.state.value,
-        accelerator=status.accelerator,
-        accelerator_reason=status.accelerator_reason,
-        vcpus=status.vcpus,
-        memory_mib=status.memory_mib,
-        addresses=[Address(**vars(address)) for address in status.addresses],
-        readiness=Readiness(
-            ready=running and all(stage in reached for stage in wanted),
-            wanted=[stage for stage in ALL_STAGES if stage in wanted],
-            stages=stages,
-        ),
-        diff=Diff(
-            path=status.diff_path,
-            base=BaseImage(**vars(base.identity), path=base.path) if base else None,
-        ),
-        operation=operation,
-        guest=guest_facts_public(status.guest) if status.guest else None,
-    )
+def vm_public(status: operations.VmStatus) -> VmPublic:
+    return VmPublic.model_validate(operations.as_dict(status))
+
+
+def operation_public(result: operations.OperationResult) -> OperationResult:
+    return OperationResult.model_validate(operations.as_dict(result))
 
 
 def guest_facts_public(facts: guest.GuestFacts) -> GuestFacts:

@@ -45,6 +45,7 @@ class ApiSettings(BaseModel):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"http:// or https:// URLs separated by blanks or commas, not {url[:60]!r}")
         return peers
+
     # what the API refuses before it reads (gate.py, protocol.py)
     public_reads: bool = False  # True: GET routes answer without the token
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)  # larger bodies: 413, never read whole
@@ -87,7 +88,7 @@ class ApiSettings(BaseModel):
         """Like the constructor, but invalid values raise ConfigError (one line, names the setting
         as `names` spells it, e.g. its environment variable)."""
         try:
-            return cls(**{key: value for key, value in values.items() if value is not None})
+            return cls.model_validate({key: value for key, value in values.items() if value is not None})
         except ValidationError as error:
             first = error.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or "api settings"

@@ -10,7 +10,7 @@ from virtainer.api.errors import responses
 from virtainer.api.models import RevertResult, SnapshotCreate, SnapshotPublic
 
 router = APIRouter(prefix="/v1/vms/{name}/snapshots", tags=["snapshots"])
-MUTATING = {"responses": responses(404, 409, 422, 500)}
+MUTATING = responses(404, 409, 422, 500)  # what an operation can answer
 
 
 @router.get("", summary="Snapshots of a VM, oldest first", responses=responses(404, 409, 422))
@@ -25,7 +25,7 @@ async def list_snapshots(name: VmName, backend: BackendDep) -> list[SnapshotPubl
     summary="Take a snapshot (disk, or disk+memory of a running VM)",
     description="A disk snapshot of a running VM is taken with the guest's filesystems frozen "
     "by the QEMU guest agent when the agent answers (`quiesced`).",
-    **MUTATING,
+    responses=MUTATING,
 )
 async def create_snapshot(
     name: VmName, request: SnapshotCreate, backend: BackendDep, response: Response
@@ -41,7 +41,7 @@ async def get_snapshot(name: VmName, snapshot: SnapName, backend: BackendDep) ->
     return await backend.run(actions.get_snapshot, name, snapshot)
 
 
-@router.delete("/{snapshot}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a snapshot", **MUTATING)
+@router.delete("/{snapshot}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a snapshot", responses=MUTATING)
 async def delete_snapshot(name: VmName, snapshot: SnapName, backend: BackendDep) -> Response:
     await backend.operate(name, "snapshot-delete", actions.delete_snapshot, snapshot)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -52,7 +52,7 @@ async def delete_snapshot(name: VmName, snapshot: SnapName, backend: BackendDep)
     summary="Revert to a snapshot, with the VM running or stopped",
     description="A memory snapshot resumes the VM where it was. A disk snapshot restores the "
     "disk: a running VM is powered off and started on it, a stopped VM stays stopped.",
-    **MUTATING,
+    responses=MUTATING,
 )
 async def revert_snapshot(name: VmName, snapshot: SnapName, backend: BackendDep) -> RevertResult:
     result = await backend.operate(name, "revert", actions.revert_snapshot, snapshot)

@@ -12,7 +12,7 @@ from virtainer.api.errors import responses
 from virtainer.api.models import OperationResult, StopRequest, VmPublic
 
 router = APIRouter(prefix="/v1/vms", tags=["vms"])
-MUTATING = {"responses": responses(404, 409, 422, 500)}
+MUTATING = responses(404, 409, 422, 500)  # what an operation can answer
 
 
 @router.get("", summary="All VMs")
@@ -31,7 +31,7 @@ async def get_vm(name: VmName, backend: BackendDep) -> Response:
     return Response(await backend.status_json(name), media_type="application/json")
 
 
-@router.post("/{name}/start", summary="Start a stopped VM", **MUTATING)
+@router.post("/{name}/start", summary="Start a stopped VM", responses=MUTATING)
 async def start_vm(name: VmName, backend: BackendDep) -> OperationResult:
     result = await backend.operate(name, "start", actions.start)
     backend.track_readiness(name)
@@ -43,7 +43,7 @@ async def start_vm(name: VmName, backend: BackendDep) -> OperationResult:
     summary="Graceful stop: guest agent, then ACPI; destroyed when the timeout passes",
     description="Returns once the VM is off. `graceful` says whether the guest powered itself "
     "off (`method` agent or acpi) or the timeout forced a destroy.",
-    **MUTATING,
+    responses=MUTATING,
 )
 async def stop_vm(
     name: VmName, backend: BackendDep, request: Annotated[StopRequest | None, Body()] = None
@@ -52,11 +52,11 @@ async def stop_vm(
     return await backend.operate(name, "stop", actions.stop, timeout_s)
 
 
-@router.post("/{name}/reboot", summary="Reboot through the guest agent or ACPI", **MUTATING)
+@router.post("/{name}/reboot", summary="Reboot through the guest agent or ACPI", responses=MUTATING)
 async def reboot_vm(name: VmName, backend: BackendDep) -> OperationResult:
     return await backend.operate(name, "reboot", actions.reboot)
 
 
-@router.post("/{name}/destroy", summary="Power off at once (the diff is kept)", **MUTATING)
+@router.post("/{name}/destroy", summary="Power off at once (the diff is kept)", responses=MUTATING)
 async def destroy_vm(name: VmName, backend: BackendDep) -> OperationResult:
     return await backend.operate(name, "destroy", actions.destroy)

@@ -1,0 +1,226 @@
+"""The operations on a defined VM, and the state rules they share: status, start, stop, reboot,
+destroy and snapshots. The one home of those rules for every front end: the CLI calls these, the
+REST API converts their results to its models (virtainer/api/models.py), one shape each.
+
+State rules (the same for `virtainer down|stop|destroy` and the API):
+- a VM that is not defined: NotFoundError;
+- start of a VM that is active (running, paused, suspended, shutting down): ConflictError;
+- stop, reboot and destroy of a VM that is not (shut off, crashed): ConflictError;
+- snapshots: a memory snapshot needs a running VM; the rest work in either state (snapshots.py).
+
+Results are plain dataclasses; `as_dict` gives the one JSON shape of each (`status --json` and
+`GET /v1/vms/{name}` print the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtainer import guest, machine, snapshots, storage
+from virtainer.diff_files import DiffFiles
+from virtainer.errors import ConflictError, HypervisorError, NotFoundError
+from virtainer.guest import GuestFacts
+from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
+from virtainer.readiness import Readiness, StageRecord
+from virtainer.spec import ALL_STAGES, READINESS_FILE
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    vm: str
+    operation: str  # start, stop, reboot or destroy
+    state: str  # the VM's state afterwards
+    elapsed_s: float
+    method: str | None = None  # stop and reboot: agent, acpi; stop and destroy: destroy
+    graceful: bool | None = None  # stop: False when the timeout forced a destroy
+
+
+@dataclass(frozen=True)
+class VmReadiness:
+    ready: bool  # running, and every wanted stage reached
+    wanted: list[str]
+    stages: list[StageRecord]
+
+
+@dataclass(frozen=True)
+class DiffBase:
+    sha256: str
+    virtual_size: int
+    format: str
+    path: str  # where the base was last found
+
+
+@dataclass(frozen=True)
+class VmDiff:
+    path: str
+    base: DiffBase | None  # None: a standalone system disk, or no base record
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    name: str
+    state: str
+    accelerator: str
+    accelerator_reason: str
+    vcpus: int
+    memory_mib: int
+    addresses: list[InterfaceAddress]
+    readiness: VmReadiness
+    diff: VmDiff
+    operation: str | None = None  # the operation in progress (the API's), if any
+    guest: GuestFacts | None = None  # what the guest agent reports, when one answers
+
+
+def as_dict(result: OperationResult | VmStatus) -> dict[str, Any]:
+    """The one JSON shape of a result (the API's models have the same fields)."""
+    return dataclasses.asdict(result)
+
+
+# -- state rules ----------------------------------------------------------------------------
+
+
+def require_vm(hv: Hypervisor, name: str) -> DomainState:
+    state = hv.state(name)
+    if state == DomainState.UNDEFINED:
+        raise NotFoundError(f"no VM named '{name}'")
+    return state
+
+
+def require_running(hv: Hypervisor, name: str, operation: str) -> None:
+    state = require_vm(hv, name)
+    if not state.active:
+        raise ConflictError(f"cannot {operation} VM '{name}': it is {state.value}", hint="start it first")
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def wanted_stages(hv: Hypervisor, name: str) -> tuple[str, ...]:
+    wanted = hv.metadata(name).get("wait-for", "running")
+    return tuple(stage for stage in wanted.split(",") if stage) or ("running",)
+
+
+def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
+    """State, resources, addresses, readiness, diff; with guest_facts, what the agent reports."""
+    state = require_vm(hv, name)
+    metadata = hv.metadata(name)
+    vcpus, memory_mib = hv.info(name)
+    running = state == DomainState.RUNNING
+    facts = None
+    if running and guest_facts:
+        with contextlib.suppress(HypervisorError):  # no agent (yet): no facts
+            facts = guest.facts(hv, name, patient=False)
+    diff_path = metadata.get("diff", "")
+    return VmStatus(
+        name=name,
+        state=state.value,
+        accelerator=metadata.get("accelerator", ""),
+        accelerator_reason=metadata.get("accelerator-reason", ""),
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        addresses=hv.addresses(name) if running else [],
+        readiness=_readiness(metadata.get("state-dir") if running else None, wanted_stages(hv, name), running),
+        diff=VmDiff(diff_path, _diff_base(diff_path)),
+        guest=facts,
+    )
+
+
+def _readiness(state_dir: str | None, wanted: tuple[str, ...], running: bool) -> VmReadiness:
+    record = Readiness.load(Path(state_dir) / READINESS_FILE) if state_dir else None
+    stages = record.records() if record else []
+    reached = {stage.stage for stage in stages}
+    ready = running and all(stage in reached for stage in wanted)
+    return VmReadiness(ready, [stage for stage in ALL_STAGES if stage in wanted], stages)
+
+
+def _diff_base(diff_path: str) -> DiffBase | None:
+    if not diff_path:
+        return None
+    try:
+        record = storage.BaseRecord.from_json(DiffFiles(Path(diff_path)).base_record.read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    return DiffBase(**dataclasses.asdict(record.identity), path=record.path)
+
+
+# -- power ----------------------------------------------------------------------------------
+
+
+def start(hv: Hypervisor, name: str) -> OperationResult:
+    started = time.monotonic()
+    state = require_vm(hv, name)
+    if state.active:
+        raise ConflictError(f"VM '{name}' is already {state.value}")
+    hv.start(name)
+    return _result(hv, name, "start", started)
+
+
+def stop(hv: Hypervisor, name: str, timeout_s: float) -> OperationResult:
+    """Graceful (agent, then ACPI); destroyed only when timeout_s passes. Says which happened."""
+    started = time.monotonic()
+    require_running(hv, name, "stop")
+    done = machine.stop(hv, name, timeout_s)
+    return _result(hv, name, "stop", started, method=done.method, graceful=done.graceful)
+
+
+def reboot(hv: Hypervisor, name: str) -> OperationResult:
+    started = time.monotonic()
+    require_running(hv, name, "reboot")
+    method = "agent" if machine._agent_answers(hv, name) else "acpi"  # same probe as stop
+    try:
+        hv.reboot(name, agent=method == "agent")
+    except HypervisorError:
+        if method == "acpi":
+            raise
+        method = "acpi"
+        hv.reboot(name, agent=False)
+    return _result(hv, name, "reboot", started, method=method)
+
+
+def destroy(hv: Hypervisor, name: str) -> OperationResult:
+    started = time.monotonic()
+    require_running(hv, name, "destroy")
+    machine.destroy(hv, name)
+    return _result(hv, name, "destroy", started, method="destroy")
+
+
+def _result(
+    hv: Hypervisor, name: str, operation: str, started: float, method: str | None = None, graceful: bool | None = None
+) -> OperationResult:
+    elapsed = round(time.monotonic() - started, 2)
+    return OperationResult(name, operation, hv.state(name).value, elapsed, method, graceful)
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def list_snapshots(hv: Hypervisor, name: str) -> list[snapshots.Snapshot]:
+    require_vm(hv, name)
+    return snapshots.list_snapshots(hv, name)
+
+
+def get_snapshot(hv: Hypervisor, name: str, snapshot: str) -> snapshots.Snapshot:
+    require_vm(hv, name)
+    return snapshots.get(hv, name, snapshot)
+
+
+def create_snapshot(
+    hv: Hypervisor, name: str, snapshot: str | None, kind: snapshots.SnapshotKind = "disk", description: str = ""
+) -> snapshots.Snapshot:
+    require_vm(hv, name)
+    return snapshots.create(hv, name, name=snapshot, kind=kind, description=description)
+
+
+def revert_snapshot(hv: Hypervisor, name: str, snapshot: str) -> snapshots.RevertResult:
+    require_vm(hv, name)
+    return snapshots.revert(hv, name, snapshot)
+
+
+def delete_snapshot(hv: Hypervisor, name: str, snapshot: str) -> None:
+    require_vm(hv, name)
+    snapshots.delete(hv, name, snapshot)
