@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from virtainer import machine, operations
-from virtainer.accel import choose_accelerator
 from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.cli_layout import metavar
 from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
@@ -195,11 +194,7 @@ def spec_from_args(args: argparse.Namespace) -> VmSpec:
 def cmd_render(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     require_system_disk(spec)
-    accelerator = choose_accelerator(spec.accelerator)
-    seed_path = spec.seed_iso or spec.generated_seed_path
-    from virtainer.domain import render_domain_xml
-
-    out.print(render_domain_xml(spec, accelerator, seed_path=seed_path), end="", markup=False)
+    out.print(machine.render(spec), end="", markup=False)  # what `up` would define, byte for byte
     return EXIT_OK
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from virtainer.domain_model import (
     VncLayout,
 )
 from virtainer.errors import VirtainerError
+from virtainer.nic import default_mac
 from virtainer.profiles import HYPERV_SPINLOCK_RETRIES, PROFILES, Profile
 from virtainer.spec import VmSpec
 
@@ -43,12 +43,6 @@ class TimerLayout:
     name: str
     tickpolicy: str | None = None
     present: str | None = None
-
-
-def default_mac(spec: VmSpec) -> str:
-    """A stable MAC for a diff: the guest OS sees the same NIC at every start."""
-    digest = hashlib.sha256(str(spec.diff_path).encode()).digest()
-    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in digest[:3])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +180,7 @@ def network_values(given: LayoutInput) -> dict[str, object]:
     spec, net = given.spec, given.spec.network
     if net.mode == "none":
         return {"nic": None, "qemu_args": []}
-    mac = spec.mac_address or default_mac(spec)
+    mac = spec.mac_address or default_mac(spec)  # decided by nic.with_nic_mac on `up` and `render`
     if net.mode == "user" and net.controlled:
         return {"nic": None, "qemu_args": user_netdev_args(spec, mac)}
     return {"nic": NicLayout(net.mode, net.source, mac, spec.nic_model), "qemu_args": []}
@@ -285,9 +279,7 @@ def render_domain_xml(
     disk_formats: dict[Path, str] | None = None,
     diff_base: tuple[Path, str] | None = None,
 ) -> str:
-    values = layout_values(
-        spec, accelerator, seed_path=seed_path, disk_formats=disk_formats or {}, diff_base=diff_base
-    )
+    values = layout_values(spec, accelerator, seed_path=seed_path, disk_formats=disk_formats or {}, diff_base=diff_base)
     rendered = _environment().get_template("domain.xml.j2").render(values)
     document = validate_domain_xml(rendered)
     etree.indent(document, space="  ")

@@ -7,7 +7,6 @@ input, accelerator) before it writes anything, so a refused start leaves the dis
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -17,13 +16,14 @@ from typing import Literal, Protocol
 from virtainer import snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.cloudinit import Seed, SeedRequest, build_seed, validate_seed_iso, write_secret_file, write_seed_iso
-from virtainer.domain import default_mac, render_domain_xml
+from virtainer.domain import render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import remove_stale_temporaries, write_atomic
 from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.nic import save_mac, with_nic_mac
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
-from virtainer.spec import DataDisk, VmSpec, spec_with
+from virtainer.spec import DataDisk, VmSpec
 
 
 class Reporter(Protocol):
@@ -100,25 +100,10 @@ class StopResult:
 # up
 
 
-def nic_mac(spec: VmSpec) -> str:
-    """The NIC's MAC for this start: the setting; else the one recorded beside the diff; else, for
-    a diff made before MACs were recorded, the one derived from its path (what its guest has seen
-    so far); else a new random one. `up` records it beside the diff when none is recorded."""
-    if spec.mac_address:
-        return spec.mac_address
-    saved = storage.saved_mac(spec)
-    if saved:
-        return saved
-    if spec.diff_path.exists():
-        return default_mac(spec)
-    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(3))
-
-
-def with_nic_mac(spec: VmSpec) -> VmSpec:
-    """The spec with its NIC's MAC decided (call once per start: a new MAC is random)."""
-    if spec.network.mode == "none" or spec.mac_address:
-        return spec
-    return spec_with(spec, mac_address=nic_mac(spec))
+def render(spec: VmSpec) -> str:
+    """The domain XML `up` would define for this spec now (its recorded MAC and disk formats
+    included), without libvirt and without writing anything."""
+    return plan_up(spec, None, QuietReporter()).domain_xml()
 
 
 def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
@@ -307,7 +292,7 @@ def _write_vm_files(plan: Plan, reporter: Reporter) -> str | None:
             crash_point("data-disk")
     if storage.record_disk_formats(spec, plan.disk_formats):
         reporter.step(f"disk formats recorded in {spec.format_record_path}")
-    if spec.mac_address and spec.network.mode != "none" and storage.save_mac(spec, spec.mac_address):
+    if spec.mac_address and spec.network.mode != "none" and save_mac(spec, spec.mac_address):
         reporter.step(f"NIC MAC {spec.mac_address} recorded in {spec.nic_record_path}")
     generated = None
     if plan.seed is not None and plan.seed_path is not None:

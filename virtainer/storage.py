@@ -26,6 +26,8 @@ from virtainer.diff_files import DiffFiles
 from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import staged, write_atomic, write_atomic_with
+from virtainer.nic import save_mac as save_mac  # the MAC's home is nic.py; kept for callers of storage
+from virtainer.nic import saved_mac as saved_mac
 from virtainer.spec import ImageSource, VmSpec
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
@@ -463,29 +465,6 @@ def create_data_disk(path: Path, size_mib: int) -> bool:
             qemu_img("create", "-q", "-f", "qcow2", str(temp), f"{size_mib}M")
     except FileExistsError:
         return False  # made meanwhile: it is the user's now, keep it
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
-# The NIC's MAC address, recorded beside the diff: a guest OS never sees a new NIC at a new path
-
-
-def saved_mac(spec: VmSpec) -> str | None:
-    """The MAC recorded beside the diff, None when none is recorded yet."""
-    try:
-        mac = json.loads(spec.nic_record_path.read_text())["mac"]
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ImageError(f"cannot read {spec.nic_record_path}: {error}") from None
-    return str(mac)
-
-
-def save_mac(spec: VmSpec, mac: str) -> bool:
-    """Record the NIC's MAC beside the diff unless one is recorded. True when written."""
-    if spec.nic_record_path.exists():
-        return False
-    write_atomic(spec.nic_record_path, json.dumps({"mac": mac}) + "\n", mode=0o644)
     return True
 
 

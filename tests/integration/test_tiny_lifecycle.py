@@ -116,7 +116,11 @@ def test_network_readiness_stages(tiny: TinyGuest, vm_dir: Path, domain_name: st
     args = up_args(tiny, domain_name, vm_dir)
     args[args.index("--network") + 1] = f"network:{nat_network}"
     args[args.index("--wait-for") + 1] = "running,ip,ssh"
+    args += ["--accelerator", "tcg"]  # render asks no libvirt about KVM: the same choice on both
     done = virtainer(*args)
+    # render prints what up defined: the MAC up recorded for the new diff, the disks' formats
+    rendered = virtainer("render", *args[1:]).stdout
+    assert rendered == (vm_dir / "state" / "domain.xml").read_text()
     address = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("address:"))
     status = json.loads(virtainer("status", domain_name, "--json").stdout)
     assert address in [item["address"] for item in status["addresses"]]

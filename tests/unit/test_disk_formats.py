@@ -14,7 +14,7 @@ from lxml import etree
 from tests.unit.test_storage import make_base
 from virtainer import machine, storage
 from virtainer.errors import ConfigError
-from virtainer.spec import HostFacts, RawValue, VmSpec, resolve_spec
+from virtainer.spec import DataDisk, HostFacts, RawValue, VmSpec, resolve_spec, spec_with
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_a_raw_disk_the_guest_rewrote_as_qcow2_stays_raw(tmp_path: Path) -> None
 def test_the_diffs_own_base_is_the_only_backing_chain_declared(tmp_path: Path) -> None:
     disk = tmp_path / "data.qcow2"
     spec = spec_with_disk(tmp_path, disk)
-    spec = machine.spec_with(spec, data_disks=(machine.DataDisk(disk, 16),))
+    spec = spec_with(spec, data_disks=(DataDisk(disk, 16),))
     plan = start(spec)
     xml = plan.domain_xml()
     system = disk_element(xml, spec.diff_path).find("backingStore")

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from virtainer import __version__, machine
+from virtainer import __version__, machine, nic
 from virtainer.api import container as api_container
 from virtainer.controller import network, preflight
 from virtainer.controller.config import BakedImage, ControllerConfig, container_settings, controller_config
@@ -201,11 +201,11 @@ class Controller:
         log name it before the domain is defined)."""
         if spec.network.user_mode_fallback:
             preflight.check_user_mode(spec, self._origin, guest_control_access=self.config.guest_control_access)
-            spec = machine.with_nic_mac(spec)
+            spec = nic.with_nic_mac(spec)
             self._report_user_mode(spec)
         elif uses_nat_network(spec.network):
             preflight.check_network_capabilities(self.capabilities)
-            spec = machine.with_nic_mac(spec)
+            spec = nic.with_nic_mac(spec)
             self._define_nat_network(spec)
         return spec
 
