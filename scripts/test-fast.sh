@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fast tier: no root, no daemon, no guest, under a minute. Pure logic, then the core's
+# The fast tier: no root, no daemon, no guest, ~35 s of CPU. Pure logic, then the core's
 # operations and the REST API (FastAPI's TestClient) on libvirt's in-process test driver
 # (test:///default). The full suite (scripts/test.sh) runs these same tests once, with the rest.
 #   scripts/test-fast.sh [pytest options]       (.venv comes from `sudo scripts/setup-host.sh`, once)
