@@ -19,6 +19,7 @@ from virtainer.domain_model import (
     DiskLayout,
     NicLayout,
     VncLayout,
+    stages_record,
 )
 from virtainer.errors import VirtainerError
 from virtainer.nic import default_mac
@@ -91,7 +92,7 @@ def metadata_values(given: LayoutInput) -> dict[str, object]:
         "state_dir": str(spec.state_dir),
         "serial_log": str(spec.serial_log_path),
         "default_user": spec.default_user or "",
-        "wait_for": ",".join(spec.wait_for),
+        "wait_for": stages_record(spec.wait_for),
         "ready_command": spec.ready_command,
     }
 

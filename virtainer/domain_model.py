@@ -14,6 +14,8 @@ from pathlib import Path
 
 from lxml import etree  # type: ignore[import-untyped]
 
+from virtainer.spec import ALL_STAGES, Stage
+
 METADATA_NS = "https://virtainer.dev/xmlns/vm/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -122,6 +124,17 @@ def parse_metadata(record: etree._Element | str) -> dict[str, str]:
         if key == "accelerator":
             values["accelerator-reason"] = child.get("reason", "")
     return values
+
+
+def stages_record(stages: tuple[Stage, ...]) -> str:
+    """The readiness stages `up` waits for, as the domain records them (<virtainer:wait-for>)."""
+    return ",".join(stages)
+
+
+def recorded_stages(metadata: dict[str, str]) -> tuple[Stage, ...]:
+    """The stages a domain's record names, in readiness order; a VM recorded without: running."""
+    named = metadata.get("wait-for", "").split(",")
+    return tuple(stage for stage in ALL_STAGES if stage in named) or ("running",)
 
 
 _UNITS_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "kib": 1, "k": 1, "mib": 1024, "m": 1024, "gib": 1 << 20, "g": 1 << 20}

@@ -23,11 +23,12 @@ from typing import Any
 
 from virtainer import guest, machine, snapshots, storage
 from virtainer.diff_files import DiffFiles
+from virtainer.domain_model import recorded_stages
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord
-from virtainer.spec import ALL_STAGES, READINESS_FILE
+from virtainer.spec import READINESS_FILE
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,15 @@ def require_running(hv: Hypervisor, name: str, operation: str) -> None:
 
 
 def wanted_stages(hv: Hypervisor, name: str) -> tuple[str, ...]:
-    wanted = hv.metadata(name).get("wait-for", "running")
-    return tuple(stage for stage in wanted.split(",") if stage) or ("running",)
+    return recorded_stages(hv.metadata(name))
 
 
 def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
     """State, resources, addresses, readiness, diff; with guest_facts, what the agent reports."""
     state = require_vm(hv, name)
-    metadata = hv.metadata(name)
-    vcpus, memory_mib = hv.info(name)
+    domain = hv.domain(name)
+    metadata = domain.metadata()
+    vcpus, memory_mib = domain.info()
     running = state == DomainState.RUNNING
     facts = None
     if running and guest_facts:
@@ -123,8 +124,8 @@ def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
         accelerator_reason=metadata.get("accelerator-reason", ""),
         vcpus=vcpus,
         memory_mib=memory_mib,
-        addresses=hv.addresses(name) if running else [],
-        readiness=_readiness(metadata.get("state-dir") if running else None, wanted_stages(hv, name), running),
+        addresses=domain.addresses() if running else [],
+        readiness=_readiness(metadata.get("state-dir") if running else None, recorded_stages(metadata), running),
         diff=VmDiff(diff_path, _diff_base(diff_path)),
         guest=facts,
     )
@@ -135,7 +136,7 @@ def _readiness(state_dir: str | None, wanted: tuple[str, ...], running: bool) ->
     stages = record.records() if record else []
     reached = {stage.stage for stage in stages}
     ready = running and all(stage in reached for stage in wanted)
-    return VmReadiness(ready, [stage for stage in ALL_STAGES if stage in wanted], stages)
+    return VmReadiness(ready, list(wanted), stages)
 
 
 def _diff_base(diff_path: str) -> DiffBase | None:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.test_domain import CASES
 from virtainer.domain import layout_values, render_domain_xml
-from virtainer.domain_model import DiskLayout, NicLayout, parse_domain
+from virtainer.domain_model import DiskLayout, NicLayout, parse_domain, recorded_stages
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -49,3 +49,11 @@ def test_forwarded_ssh_port_is_read_from_the_user_netdev() -> None:
     forwarded = [rule for rule in spec.network.ports or () for pair in rule.pairs() if pair[1] == 22]
     assert (model.forwarded_port(22) is not None) == bool(forwarded)
     assert model.forwarded_port(1) is None
+
+
+def test_the_recorded_stages_are_read_back_in_readiness_order() -> None:
+    spec, accelerator, seed = CASES["cloud-tcg-nat"]
+    model = parse_domain(render_domain_xml(spec, accelerator, seed_path=seed))
+    assert recorded_stages(model.metadata) == spec.wait_for
+    assert recorded_stages({"wait-for": "ssh,running"}) == ("running", "ssh")
+    assert recorded_stages({}) == recorded_stages({"wait-for": ""}) == ("running",)  # recorded before stages were
