@@ -5,8 +5,10 @@ packages by build-test-images.sh (cached by content hash)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,3 +41,12 @@ def images() -> dict[str, str]:
     )  # fmt: skip
     assert done.returncode == 0, f"build-test-images.sh failed: {done.stderr[-2000:]}"
     return dict(line.split() for line in done.stdout.splitlines())
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A directory on the host's disk (not tmpfs: virtiofsd and bind mounts use it), removed after."""
+    path = Path("/var/tmp/virtainer-tests/runtime") / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

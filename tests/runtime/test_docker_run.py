@@ -6,59 +6,20 @@ packages. Where runc is the reference, the same command runs under both and the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tests.container.docker import docker
+from tests.runtime.common import VM_TIMEOUT_S, removed_after, run, same_as_runc, unique
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.runtime
-VM_TIMEOUT_S = 240  # one boot under TCG on a loaded 2-core machine; typically 10-25 s
-
-
-def unique(label: str) -> str:
-    return f"vt-rtest-{label}-{uuid.uuid4().hex[:6]}"
-
-
-def run(*args: str, runtime: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`docker run --rm [--runtime=R] ARGS`, stdout and stderr kept apart."""
-    command = ["docker", "run", "--rm", *([f"--runtime={runtime}"] if runtime else []), *args]
-    return subprocess.run(
-        command, input=stdin, capture_output=True, text=True, timeout=VM_TIMEOUT_S, check=False,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def same_as_runc(runtime: str, *args: str) -> subprocess.CompletedProcess[str]:
-    vm = run(*args, runtime=runtime)
-    reference = run(*args)
-    assert (vm.stdout, vm.returncode) == (reference.stdout, reference.returncode), vm.stderr
-    assert vm.stderr == reference.stderr
-    return vm
-
-
-@contextlib.contextmanager
-def removed_after(name: str) -> Iterator[str]:
-    try:
-        yield name
-    finally:
-        docker("rm", "-f", "-v", name, check=False)
-
-
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    path = Path("/var/tmp/virtainer-tests/runtime") / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_stdout_stderr_and_exit_code_as_with_runc(runtime: str, images: dict[str, str]) -> None:
@@ -122,15 +83,16 @@ def test_death_by_signal_is_128_plus_n(runtime: str, images: dict[str, str]) -> 
     assert done.returncode == 128 + 15, done.stderr
 
 
-def test_volumes_rw_and_ro(runtime: str, images: dict[str, str], host_dir: Path) -> None:
+def test_volumes_rw_and_ro_and_tmpfs(runtime: str, images: dict[str, str], host_dir: Path) -> None:
     (host_dir / "rw").mkdir()
     (host_dir / "ro").mkdir()
     (host_dir / "ro" / "given").write_text("from the host\n")
     script = "cat /ro/given; echo from-vm > /rw/made; echo x > /ro/refused || echo refused"
-    done = run("-v", f"{host_dir / 'rw'}:/rw", "-v", f"{host_dir / 'ro'}:/ro:ro", images["busybox"], "sh", "-c", script,
-               runtime=runtime)  # fmt: skip
+    script += "; ls -A /scratch; echo t > /scratch/f && cat /scratch/f"  # --tmpfs: empty, writable
+    mounts = ["-v", f"{host_dir / 'rw'}:/rw", "-v", f"{host_dir / 'ro'}:/ro:ro", "--tmpfs", "/scratch"]
+    done = run(*mounts, images["busybox"], "sh", "-c", script, runtime=runtime)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["from the host", "refused"]
+    assert done.stdout.splitlines() == ["from the host", "refused", "t"]
     assert (host_dir / "rw" / "made").read_text() == "from-vm\n"
     assert not (host_dir / "ro" / "refused").exists()
 
@@ -234,7 +196,8 @@ def test_docker_exec_runs_in_the_vm_with_its_own_streams_and_exit_code(runtime: 
 
 
 def test_runvm_walkthrough_exported_rootfs_spec_and_run(runtime: str, images: dict[str, str], host_dir: Path) -> None:
-    """runvm's own usage, without Docker: `docker export` into rootfs/, `spec`, then `run ID`."""
+    """runvm's own usage, without Docker: `docker export` into rootfs/, `spec`, then `run ID`, without and
+    with the terminal."""
     from tests.runtime.conftest import RUNTIME_EXE
 
     rootfs = host_dir / "rootfs"
@@ -255,6 +218,14 @@ def test_runvm_walkthrough_exported_rootfs_spec_and_run(runtime: str, images: di
     assert done.returncode == 4, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "from-runvm" and lines[1] != os.uname().release  # the guest's kernel, not ours
+    # with the terminal (spec's default): runc's own pty relay, the VM's command on a pty of its size
+    config["process"].update(terminal=True, args=["sh", "-c", "tty; stty size; exit 6"])
+    (host_dir / "config.json").write_text(json.dumps(config))
+    console = pexpect.spawn(str(RUNTIME_EXE), ["--root", str(state), "run", unique("runvm-tty")], cwd=str(host_dir),
+                            dimensions=(33, 99), timeout=VM_TIMEOUT_S, encoding="utf-8")  # fmt: skip
+    console.expect(pexpect.EOF)
+    console.close()
+    assert (console.before.splitlines(), console.exitstatus) == (["/dev/pts/0", "33 99"], 6)
 
 
 def test_nginx_through_p_from_the_host(runtime: str, images: dict[str, str]) -> None:

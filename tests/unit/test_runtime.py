@@ -13,7 +13,7 @@ import pytest
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.errors import ConfigError
-from virtainer.runtime import bundle, cli, install
+from virtainer.runtime import bundle, cli, install, netsetup
 from virtainer.runtime.plan import LaunchPlan, Process
 from virtainer.runtime.vm import Nic, VmFiles, guest_config, newc_archive, render_vm_xml, write_initrd
 
@@ -240,3 +240,20 @@ def test_exec_process_becomes_the_exec_client() -> None:
     assert Process(**spec) == Process(args=["sh", "-c", "id"], env=["A=1"], cwd="/tmp", uid=7, gid=8, terminal=True)
     with pytest.raises(bundle.BundleError):
         bundle.exec_process({"args": []})
+
+
+def test_guest_config_carries_the_terminals_newline_mapping_and_the_dns_proxy() -> None:
+    words = guest_config(plan(), with_stdin=False, nics=[], onlcr=False, dns_proxy=True).split(b"\0")[:-1]
+    pairs = list(zip(words[::2], words[1::2], strict=True))
+    assert (b"onlcr", b"0") in pairs and (b"dns-proxy", b"1") in pairs
+    default = guest_config(plan(), with_stdin=False, nics=[]).split(b"\0")
+    assert b"onlcr" in default and default[default.index(b"dns-proxy") + 1] == b"0"
+
+
+def test_docker_dns_is_used_only_when_resolv_conf_names_it(tmp_path: Path) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("search example\nnameserver 127.0.0.11\noptions ndots:0\n")
+    assert netsetup.uses_docker_dns(resolv)
+    resolv.write_text("nameserver 127.0.0.110\n# nameserver 127.0.0.11\n")
+    assert not netsetup.uses_docker_dns(resolv)
+    assert not netsetup.uses_docker_dns(tmp_path / "absent")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtainer.errors import VirtainerError
+from virtainer.runtime.plan import QEMU, VIRTIOFSD
 
 HERE = Path(__file__).parent
 TREE_SCRIPT = HERE / "build-tree.sh"
@@ -76,6 +77,10 @@ def find() -> Artifacts:
         raise ArtifactError(f"the {' and '.join(missing)} are not built", hint="run: virtainer runtime install")
     if not (guest / "vmlinuz").is_file() or not (guest / "initrd.gz").is_file():
         raise ArtifactError(f"{guest} lacks vmlinuz or initrd.gz", hint="run: virtainer runtime install --rebuild")
+    for binary in (QEMU, VIRTIOFSD):
+        if not (tree / binary.lstrip("/")).is_file():
+            hint = "run: virtainer runtime install --rebuild"
+            raise ArtifactError(f"the runtime tree {tree} lacks {binary}", hint=hint)
     return Artifacts(tree, guest)
 
 

@@ -21,7 +21,7 @@ import tty
 from types import FrameType
 
 from virtainer.runtime.plan import EXEC_SOCKET
-from virtainer.runtime.stdio import is_dev_null
+from virtainer.runtime.stdio import is_dev_null, terminal_maps_newlines
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
@@ -78,7 +78,8 @@ def main() -> int:
         return 126
     with_stdin = os.isatty(0) or not is_dev_null(0)
     try:
-        client = Client(json.dumps({"process": json.loads(spec), "stdin": with_stdin}))
+        request = {"process": json.loads(spec), "stdin": with_stdin, "onlcr": terminal_maps_newlines(0)}
+        client = Client(json.dumps(request))
     except OSError as error:
         sys.stderr.write(f"virtainer: the container's VM is not running ({error})\n")
         return 126

@@ -40,7 +40,7 @@ from virtainer.runtime.plan import (
     LaunchPlan,
     Process,
 )
-from virtainer.runtime.stdio import is_dev_null
+from virtainer.runtime.stdio import is_dev_null, terminal_maps_newlines
 from virtainer.runtime.vm import (
     PORT_CONTROL,
     PORT_STDERR,
@@ -56,6 +56,7 @@ from virtainer.runtime.vm import (
 EXIT_LAUNCH_FAILED = 125  # like `docker run`'s own failures: the command never ran
 FLUSH_DEADLINE_S = 5.0  # after the guest reports its exit: wait this long for the last output
 STOP_DEADLINE_S = 5.0  # then this long for the guest to power off before the VM is ended
+DNS_IN_FLIGHT = 16  # the guest's DNS queries answered at once; more are dropped (the guest retries)
 FORWARDED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
 )  # fmt: skip
@@ -124,6 +125,7 @@ class Launcher:
         self.started = time.monotonic()
         self.exec_clients: dict[int, socket.socket] = {}
         self.next_session = 0
+        self.dns_slots = threading.BoundedSemaphore(DNS_IN_FLIGHT)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -137,7 +139,9 @@ class Launcher:
             log(f"accelerator {accelerator.kind}: {accelerator.reason}")
         nics = netsetup.take_over_network() if self.plan.network else []
         with_stdin = self.plan.process.terminal or not is_dev_null(0)
-        config = guest_config(self.plan, with_stdin=with_stdin, nics=nics)
+        dns_proxy = bool(nics) and netsetup.uses_docker_dns(self.files.rootfs / "etc" / "resolv.conf")
+        onlcr = terminal_maps_newlines(0) if self.plan.process.terminal else True
+        config = guest_config(self.plan, with_stdin=with_stdin, nics=nics, onlcr=onlcr, dns_proxy=dns_proxy)
         write_initrd(Path(GUEST_DIR) / "initrd.gz", config, self.files.initrd)
         xml = render_vm_xml(self.plan, self.files, accelerator, nics)
         hypervisor = Hypervisor(f"qemu:///embed?root={EMBED_ROOT}")
@@ -229,6 +233,8 @@ class Launcher:
                     kind, _, rest = text.partition(" ")
                     if kind in ("out", "err", "done"):
                         self._to_exec_client(kind, rest)
+                    elif kind == "dns":
+                        self._forward_dns(rest)
                     else:
                         self.lines.put(text)
         except OSError:
@@ -260,7 +266,12 @@ class Launcher:
             self.next_session += 1
             session = self.next_session
         self.exec_clients[session] = client
-        config = guest_config(replace(self.plan, process=process), with_stdin=bool(request.get("stdin")), nics=[])
+        config = guest_config(
+            replace(self.plan, process=process),
+            with_stdin=bool(request.get("stdin")),
+            nics=[],
+            onlcr=bool(request.get("onlcr", True)),
+        )
         self._send(f"exec {session} {config.hex()}")
         for raw in reader:
             kind, _, rest = raw.decode(errors="replace").strip().partition(" ")
@@ -284,6 +295,23 @@ class Launcher:
             self.exec_clients.pop(int(session_text), None)
             with contextlib.suppress(OSError):
                 client.close()
+
+    # -- DNS: the guest's queries for 127.0.0.11, answered by Docker's resolver in our namespace --
+
+    def _forward_dns(self, rest: str) -> None:
+        query_id, _, payload = rest.partition(" ")
+        if not query_id.isdigit() or not self.dns_slots.acquire(blocking=False):
+            return
+        threading.Thread(target=self._answer_dns, args=(query_id, payload), daemon=True).start()
+
+    def _answer_dns(self, query_id: str, payload: str) -> None:
+        try:
+            answer = netsetup.ask_docker_dns(bytes.fromhex(payload))
+            self._send(f"dnsr {query_id} {answer.hex()}")
+        except (OSError, ValueError):
+            pass  # no answer: the guest's resolver times out and retries, as with a lost packet
+        finally:
+            self.dns_slots.release()
 
     def _pump_stdin(self, sock: socket.socket) -> None:
         """Our stdin into the guest. Its end is a count on the control port, not a closed socket:

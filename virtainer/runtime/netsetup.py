@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from virtainer.errors import VirtainerError
 from virtainer.runtime.vm import Nic
 
 CONTAINER_NIC = "eth0"
+# Docker's embedded resolver on user-defined networks: only in the container's network namespace
+DOCKER_DNS = ("127.0.0.11", 53)
+DNS_TIMEOUT_S = 5.0
+DNS_MAX_BYTES = 4096
 TAP = "vt-tap0"
 BRIDGE = "vt-br0"
 
@@ -69,3 +76,21 @@ def take_over_network() -> list[Nic]:
     _ip("link", "set", TAP, "master", BRIDGE, "mtu", str(nic.mtu), "up")
     _ip("link", "set", BRIDGE, "up")
     return [nic]
+
+
+def uses_docker_dns(resolv_conf: Path) -> bool:
+    """True when the container's resolv.conf names Docker's embedded resolver (user networks)."""
+    try:
+        text = resolv_conf.read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"^\s*nameserver\s+{re.escape(DOCKER_DNS[0])}\s*$", text, re.MULTILINE) is not None
+
+
+def ask_docker_dns(query: bytes) -> bytes:
+    """One DNS query, over UDP, to Docker's resolver in this namespace; its answer (OSError if none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DNS_TIMEOUT_S)
+        sock.connect(DOCKER_DNS)
+        sock.send(query[:DNS_MAX_BYTES])
+        return sock.recv(DNS_MAX_BYTES)

@@ -24,6 +24,9 @@ EXEC_SOCKET = f"{STATE_DIR}/exec.sock"  # docker exec: the exec client asks the 
 # shared by every container of one runtime tree (host: CACHE/host-<tree key>, read-write): libvirt's
 # probe of QEMU's capabilities (~5 s under TCG) and the KVM-or-TCG decision, made once per boot
 SHARED_CACHE = f"{EMBED_ROOT}/cache"
+# what the runtime tree must hold (paths in the tree, so in the container)
+QEMU = "/usr/bin/qemu-system-x86_64"
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import jinja2
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.domain_model import METADATA_NS
-from virtainer.runtime.plan import LaunchPlan
+from virtainer.runtime.plan import QEMU, VIRTIOFSD, LaunchPlan
 
 # virtio-serial port names, shared with guest/init.c
 PORT_STDIN = "virtainer.stdin"
@@ -22,8 +22,6 @@ PORT_STDERR = "virtainer.stderr"
 PORT_CONTROL = "virtainer.control"
 PORTS = (PORT_STDIN, PORT_STDOUT, PORT_STDERR, PORT_CONTROL)
 
-QEMU = "/usr/bin/qemu-system-x86_64"
-VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 # quiet: no kernel noise on the console log unless debugging; panic=-1: a dead init ends the VM
 BASE_CMDLINE = "console=ttyS0 panic=-1 reboot=t"
 
@@ -93,8 +91,13 @@ def render_vm_xml(plan: LaunchPlan, files: VmFiles, accelerator: AcceleratorChoi
     return xml
 
 
-def guest_config(plan: LaunchPlan, *, with_stdin: bool, nics: list[Nic]) -> bytes:
-    """The guest init's configuration: NUL-separated key, value pairs (see guest/init.c)."""
+def guest_config(
+    plan: LaunchPlan, *, with_stdin: bool, nics: list[Nic], onlcr: bool = True, dns_proxy: bool = False
+) -> bytes:
+    """The guest init's configuration: NUL-separated key, value pairs (see guest/init.c).
+
+    onlcr: the guest's pty maps \\n to \\r\\n, unless the terminal on our side does (runc clears
+    ONLCR on a pty it relays itself); dns_proxy: the guest answers for Docker's 127.0.0.11."""
     process = plan.process
     pairs: list[tuple[str, str]] = [("arg", arg) for arg in process.args]
     pairs += [("env", entry) for entry in process.env]
@@ -102,6 +105,7 @@ def guest_config(plan: LaunchPlan, *, with_stdin: bool, nics: list[Nic]) -> byte
     pairs += [("group", str(gid)) for gid in process.groups]
     pairs += [("hostname", plan.hostname), ("terminal", str(int(process.terminal)))]
     pairs += [("stdin", str(int(with_stdin))), ("debug", str(int(plan.debug)))]
+    pairs += [("onlcr", str(int(onlcr))), ("dns-proxy", str(int(dns_proxy)))]
     if process.rows and process.cols:
         pairs += [("rows", str(process.rows)), ("cols", str(process.cols))]
     for nic in nics[:1]:  # the guest init configures one interface

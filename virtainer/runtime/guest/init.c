@@ -5,7 +5,7 @@
  * (virtiofs tag "rootfs") with /proc, /sys, /dev, /dev/pts, /dev/shm inside it, move it to / and
  * run the OCI process from /virtainer/config (appended to the initramfs by the launcher: NUL
  * separated "key\0value\0" pairs; keys arg, env, cwd, uid, gid, group, hostname, terminal, stdin,
- * rows, cols, debug, net-*).
+ * rows, cols, onlcr, debug, net-*, dns-proxy).
  *
  * Ports (virtio-serial, found by name in /sys/class/virtio-ports):
  *   virtainer.stdout / virtainer.stderr  the process's output, relayed from pipes (or the pty)
@@ -14,6 +14,10 @@
  *                                        "stdin-eof N" (stdin ended after N bytes: the port stays
  *                                        open, since QEMU drops unread bytes when a socket closes);
  *                                        guest->host "exit STATUS OUT_BYTES ERR_BYTES"
+ *   DNS (dns-proxy=1: the container's resolv.conf names Docker's embedded resolver 127.0.0.11,
+ *   which lives in the container's network namespace, not the VM's): init answers on
+ *   127.0.0.11:53/udp in the guest and carries each query over the control port, guest->host
+ *   "dns ID HEX", host->guest "dnsr ID HEX"; the launcher asks 127.0.0.11 in the container.
  * STATUS is the exit code, or 128+N when the process died of signal N. The host acknowledges once
  * it has received OUT_BYTES and ERR_BYTES, so nothing written before exit is lost; then (or after
  * a deadline) init syncs and powers off.
@@ -96,6 +100,8 @@ struct config {
     uid_t uid;
     gid_t gid;
     int terminal, with_stdin;
+    int onlcr;             /* the pty maps \n to \r\n (unless the host side's terminal does it) */
+    int dns_proxy;
     unsigned short rows, cols;
     /* network: one interface, found by MAC */
     const char *net_mac, *net_addr, *net_gateway, *net_name;
@@ -123,6 +129,7 @@ static char *slurp(const char *path, size_t *size) {
 static void parse_config(struct config *c, char *buf, size_t size) {
     memset(c, 0, sizeof(*c));
     c->cwd = "/";
+    c->onlcr = 1;
     char *p = buf, *end = buf + size;
     while (p < end) {
         char *key = p;
@@ -147,6 +154,8 @@ static void parse_config(struct config *c, char *buf, size_t size) {
         else if (!strcmp(key, "net-prefix")) c->net_prefix = atoi(value);
         else if (!strcmp(key, "net-gateway")) c->net_gateway = value;
         else if (!strcmp(key, "net-mtu")) c->net_mtu = atoi(value);
+        else if (!strcmp(key, "onlcr")) c->onlcr = atoi(value);
+        else if (!strcmp(key, "dns-proxy")) c->dns_proxy = atoi(value);
     }
     c->args[c->nargs] = NULL;
     c->env[c->nenv] = NULL;
@@ -393,6 +402,7 @@ struct state {
     size_t in_len;         /* bytes waiting to go into in_dst */
     unsigned long long in_done;  /* bytes written into in_dst so far */
     long long in_total;    /* from "stdin-eof N": the host's stdin ended after N bytes; else -1 */
+    int dns_fd;            /* the DNS proxy's socket on 127.0.0.11:53, or -1 */
 };
 
 /* ---- docker exec: sessions multiplexed on the control port ----------------------------------
@@ -442,6 +452,63 @@ static struct session *find_session(int id) {
 
 static void child_setup(const struct config *c, int in, int out, int err, int tty);
 
+/* ---- DNS: Docker's embedded resolver, reached through the host ------------------------------ */
+#define DNS_SLOTS 64
+#define DNS_MAX 4096
+static struct { int id; struct sockaddr_in from; } dns_slots[DNS_SLOTS];
+static int dns_last_id;
+
+static int open_dns_proxy(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in at = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, "127.0.0.11", &at.sin_addr);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&at, sizeof at) < 0) {
+        logmsg("DNS on 127.0.0.11:53: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* a query from a process in the guest: to the host, remembered by id (the oldest slot reused) */
+static void dns_query(int fd, int ctl_port) {
+    char buf[DNS_MAX];
+    struct sockaddr_in from;
+    socklen_t len = sizeof from;
+    ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+    if (n <= 0) return;
+    dns_last_id = (dns_last_id + 1) & 0x7fffffff;
+    dns_slots[dns_last_id % DNS_SLOTS].id = dns_last_id;
+    dns_slots[dns_last_id % DNS_SLOTS].from = from;
+    send_frame(ctl_port, "dns", dns_last_id, buf, (size_t)n);
+}
+
+static void dns_answer(int fd, int id, const char *hex) {
+    static char buf[DNS_MAX];
+    if (fd < 0 || id <= 0 || dns_slots[id % DNS_SLOTS].id != id || strlen(hex) > 2 * sizeof buf) return;
+    size_t n = unhex(hex, buf);
+    sendto(fd, buf, n, 0, (struct sockaddr *)&dns_slots[id % DNS_SLOTS].from, sizeof(struct sockaddr_in));
+    dns_slots[id % DNS_SLOTS].id = 0;
+}
+
+/* a pty pair for a process of config c: the master, its slave in *tty; -1 on failure */
+static int open_pty(const struct config *c, int *tty) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) return -1;
+    *tty = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*tty < 0) { close(master); return -1; }
+    if (c->rows && c->cols) {
+        struct winsize ws = {.ws_row = c->rows, .ws_col = c->cols};
+        ioctl(master, TIOCSWINSZ, &ws);
+    }
+    struct termios t;
+    if (!c->onlcr && tcgetattr(*tty, &t) == 0) { /* as runc does when its own terminal adds the \r */
+        t.c_oflag &= ~(tcflag_t)ONLCR;
+        tcsetattr(*tty, TCSANOW, &t);
+    }
+    return master;
+}
+
 static void start_session(int ctl_port, int id, const char *hex) {
     struct session *x = NULL;
     for (int i = 0; i < MAX_SESSIONS && !x; i++)
@@ -454,13 +521,8 @@ static void start_session(int ctl_port, int id, const char *hex) {
     x->used = 1; x->id = id; x->status = -1; x->out = x->err = x->in = x->master = -1;
     int in_r, out_w, err_w, tty = -1;
     if (x->cfg.terminal) {
-        x->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (x->master < 0 || grantpt(x->master) < 0 || unlockpt(x->master) < 0) { x->status = 126; return; }
-        tty = open(ptsname(x->master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (x->cfg.rows && x->cfg.cols) {
-            struct winsize ws = {.ws_row = x->cfg.rows, .ws_col = x->cfg.cols};
-            ioctl(x->master, TIOCSWINSZ, &ws);
-        }
+        x->master = open_pty(&x->cfg, &tty);
+        if (x->master < 0) { x->status = 126; return; }
         in_r = out_w = err_w = tty;
         x->out = x->master;
         x->in = x->cfg.with_stdin ? x->master : -1;
@@ -561,6 +623,8 @@ static void handle_control_line(struct state *s, char *line) {
             struct winsize ws = {.ws_row = (unsigned short)b, .ws_col = (unsigned short)c};
             ioctl(x->master, TIOCSWINSZ, &ws);
         }
+    } else if (!strncmp(line, "dnsr ", 5) && sscanf(line + 5, "%d", &a) == 1 && strchr(line + 5, ' ')) {
+        dns_answer(s->dns_fd, a, strchr(line + 5, ' ') + 1);
     } else if (!strcmp(line, "ack")) {
         s->acked = 1;
     }
@@ -622,14 +686,8 @@ static void start_process(struct state *s) {
     s->master = -1;
     s->in_dst = -1;
     if (c->terminal) {
-        s->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (s->master < 0 || grantpt(s->master) < 0 || unlockpt(s->master) < 0) die("pty: %s", strerror(errno));
-        tty = open(ptsname(s->master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (tty < 0) die("pty slave: %s", strerror(errno));
-        if (c->rows && c->cols) {
-            struct winsize ws = {.ws_row = c->rows, .ws_col = c->cols};
-            ioctl(s->master, TIOCSWINSZ, &ws);
-        }
+        s->master = open_pty(c, &tty);
+        if (s->master < 0) die("pty: %s", strerror(errno));
         in_r = out_w = err_w = tty;
         s->out_src = s->master;
         s->err_src = -1;
@@ -682,6 +740,7 @@ int main(void) {
     if (s.cfg.hostname && sethostname(s.cfg.hostname, strlen(s.cfg.hostname)) < 0)
         logmsg("hostname: %s", strerror(errno));
     setup_network(&s.cfg);
+    s.dns_fd = s.cfg.dns_proxy ? open_dns_proxy() : -1;
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -697,15 +756,16 @@ int main(void) {
         if (s.status >= 0 && s.out_src < 0 && s.err_src < 0) break;
         if (s.status >= 0 && !drain_deadline) drain_deadline = now_ms() + DRAIN_DEADLINE_MS;
         if (drain_deadline && now_ms() > drain_deadline) break;
-        struct pollfd fds[6 + 2 * MAX_SESSIONS];
+        struct pollfd fds[7 + 2 * MAX_SESSIONS];
         struct { struct session *x; int *fd; const char *kind; } watched[2 * MAX_SESSIONS];
-        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1, first_session, nwatched = 0;
+        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1, i_dns = -1, first_session, nwatched = 0;
         fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         fds[n++] = (struct pollfd){.fd = s.ctl_port, .events = POLLIN};
         if (s.out_src >= 0) { i_out = n; fds[n++] = (struct pollfd){.fd = s.out_src, .events = POLLIN}; }
         if (s.err_src >= 0) { i_err = n; fds[n++] = (struct pollfd){.fd = s.err_src, .events = POLLIN}; }
         if (s.in_port >= 0 && s.in_dst >= 0 && s.in_len == 0) { i_in = n; fds[n++] = (struct pollfd){.fd = s.in_port, .events = POLLIN}; }
         if (s.in_dst >= 0 && s.in_len > 0) { i_dst = n; fds[n++] = (struct pollfd){.fd = s.in_dst, .events = POLLOUT}; }
+        if (s.dns_fd >= 0 && s.status < 0) { i_dns = n; fds[n++] = (struct pollfd){.fd = s.dns_fd, .events = POLLIN}; }
         first_session = n;
         for (int i = 0; i < MAX_SESSIONS && s.status < 0; i++) {
             struct session *x = &sessions[i];
@@ -726,6 +786,7 @@ int main(void) {
             reap(&s);
         }
         if (fds[1].revents & (POLLIN | POLLHUP)) read_control(&s);
+        if (i_dns >= 0 && fds[i_dns].revents) dns_query(s.dns_fd, s.ctl_port);
         if (i_out >= 0 && fds[i_out].revents) relay_out(&s.out_src, s.out_port, &s.out_bytes);
         if (i_err >= 0 && fds[i_err].revents) relay_out(&s.err_src, s.err_port, &s.err_bytes);
         if (i_in >= 0 && fds[i_in].revents) {
