@@ -34,6 +34,7 @@ pytestmark = pytest.mark.container
 
 API_PORT = needs.API_PORT
 BOOT_S = 120
+API_FIRST_ANSWER_S = 60  # the lazy API loads FastAPI on its first connection
 
 
 @dataclass
@@ -104,16 +105,22 @@ def guest_line(container: Container, marker: str) -> str:
     return match.group(1).strip()
 
 
-def tcp_reply(address: str, port: int, send: bytes = b"") -> bytes:
+def tcp_reply(address: str, port: int, send: bytes = b"", *, timeout_s: float = 3) -> bytes:
     """What a TCP listener says first; b"" when the connection is refused or silent."""
     try:
         with socket.create_connection((address, port), timeout=3) as connection:
-            connection.settimeout(3)
+            connection.settimeout(timeout_s)
             if send:
                 connection.sendall(send)
             return connection.recv(64)
     except OSError:
         return b""
+
+
+def api_reply(address: str) -> bytes:
+    """The REST API's answer to /healthz. Its first connection waits while FastAPI loads (the API
+    is lazy: seconds on a loaded machine), where a guest listener would answer at once."""
+    return tcp_reply(address, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n", timeout_s=API_FIRST_ANSWER_S)
 
 
 def udp_reply(address: str, port: int, payload: bytes) -> bytes:
@@ -159,7 +166,7 @@ def test_explicit_rules_forward_only_their_ports_and_survive_a_restart(
         # the guest listens on 22 and 80 too, but no rule forwards them
         assert tcp_reply(address, 22) == b"" and tcp_reply(address, 80) == b""
         # the guest listens on 8470 as well: the port stays the REST API's
-        assert tcp_reply(address, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert api_reply(address).startswith(b"HTTP/1.1 200")
         # guest -> 10.99.0.1:80 is carried to the outside listener, masqueraded as the container
         assert guest_line(container, "GUEST-CHECK 10.99.0.1:80") == f"ok {outside.token}"
         assert (address, b"GUEST-SAYS-HI\n") in outside.peers
@@ -195,7 +202,7 @@ def test_every_port_mode_keeps_the_container_ports_and_the_mac_is_stable(
         assert wait_until(lambda: tcp_reply(address, 80), 30, "port 80 -> guest") == b"TINY-TCP-80\n"
         assert banner(address).startswith(TINY_BANNER)
         # the guest listens on these three too: they stay the container's
-        assert tcp_reply(address, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert api_reply(address).startswith(b"HTTP/1.1 200")
         assert tcp_reply(address, 5999).startswith(b"RFB 003.")  # QEMU's VNC server, in the container
         assert tcp_reply(address, 9100) == b""  # nothing listens there in the container
         kept = f"tcp/{API_PORT} (REST API), tcp/5999 (VNC), tcp/9100 (VIRTAINER_RESERVED_PORTS)"
@@ -281,7 +288,7 @@ def test_without_net_admin_user_mode_networking_carries_traffic(
         assert wait_until(lambda: udp_reply(address, 5353, b"hi"), 30, "udp:5353 -> guest:53") == b"TINY-UDP-53 hi"
         assert tcp_reply(address, 22) == b""  # not forwarded
         assert guest_line(container, f"GUEST-CHECK {api_via_host}").startswith("ok HTTP/1.1 403")
-        assert tcp_reply(address, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert api_reply(address).startswith(b"HTTP/1.1 200")
     finally:
         container.remove()
 
@@ -311,7 +318,7 @@ def test_the_guest_reaches_neither_the_api_nor_vnc_of_its_container_unless_opene
     try:
         assert guest_line(closed, f"GUEST-CHECK 192.168.197.1:{API_PORT}") == "fail"
         assert guest_line(closed, "GUEST-CHECK 192.168.197.1:5999") == "fail"
-        assert tcp_reply(closed.ip, API_PORT, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert api_reply(closed.ip).startswith(b"HTTP/1.1 200")
         assert tcp_reply(closed.ip, 5999).startswith(b"RFB 003.")  # from outside: as before
         assert "the guest cannot reach tcp/8470 (REST API), tcp/5999 (VNC)" in closed.logs()
     finally:
