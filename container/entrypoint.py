@@ -8,7 +8,17 @@ import os
 import sys
 
 
+def manager_mode() -> bool:
+    """VIRTAINER_MANAGER=1: no VM here; the page and API that manage the engine's VM containers
+    (run with the engine's socket: -v /var/run/docker.sock:/var/run/docker.sock)."""
+    return os.environ.get("VIRTAINER_MANAGER", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def run() -> int:
+    if manager_mode():
+        from virtainer.cli import main as cli
+
+        return cli(["serve", "--docker", "--listen", os.environ.get("VIRTAINER_API_LISTEN") or "0.0.0.0"])
     try:
         from virtainer.controller import main
     except Exception as error:

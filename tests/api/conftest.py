@@ -51,17 +51,22 @@ class ApiServer:
 
 @contextlib.contextmanager
 def serving(
-    directory: Path, *vms: str, token: str | None = None, port: int | None = None, env: dict[str, str] | None = None
+    directory: Path,
+    *vms: str,
+    token: str | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[ApiServer]:
     """`virtainer serve` in a subprocess; token None: let it generate one (read from its file).
-    env: VIRTAINER_API_* settings for it."""
+    env: VIRTAINER_API_* settings for it; args: more flags (--docker)."""
     port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("VIRTAINER_API")} | (env or {})
     if token:
         env["VIRTAINER_API_TOKEN"] = token
     token_file = directory / "api-token"
     command = [*VIRTAINER, "serve", "--port", str(port), "--token-file", str(token_file)]
-    command += [arg for vm in vms for arg in ("--vm", vm)]
+    command += [arg for vm in vms for arg in ("--vm", vm)] + list(args)
     log = directory / f"api-{port}.log"
     with log.open("wb") as stream:
         process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium, console_answers, logged_in_page, shot
 from tests.container.conftest import new_volume
 from tests.container.docker import NETWORK_CAPS, Container, docker, start
 from tests.ssh import SshKey, make_key
+from virtainer.api.defaults import DEFAULT_TOKEN_FILE
+from virtainer.orchestration import needs
 
 pytestmark = [pytest.mark.container, pytest.mark.cloud]
 
@@ -122,6 +125,20 @@ def test_outbound_traffic_is_masqueraded(cloud_vm: CloudVm) -> None:
             connection.settimeout(10)
             assert connection.recv(64).strip() == b"from-the-guest"
     assert peer == cloud_vm.container.ip
+
+
+def test_the_container_s_own_page_shows_the_login_prompt_on_its_console(cloud_vm: CloudVm) -> None:
+    """The web UI served from inside the real container (its API's port), in a real browser."""
+    expect = pytest.importorskip("playwright.sync_api", reason="playwright is part of the test extra").expect
+    token = cloud_vm.container.exec("cat", str(DEFAULT_TOKEN_FILE)).stdout.strip()
+    assert token, "the container generated no API token"
+    url = f"http://{cloud_vm.container.ip}:{needs.API_PORT}"
+    with chromium() as browser, logged_in_page(browser, url, token) as page:
+        vm_card = page.locator('article[data-vm="vm"]')
+        expect(vm_card.locator("[data-field=state]")).to_have_text("running")
+        vm_card.locator("button", has_text="Console").click()
+        console_answers(page, "", "login:")  # Enter: getty prints its prompt again
+        shot(page, "cloud-container", "console-login")
 
 
 def test_diff_persists_and_travels_to_a_teammate(cloud_vm: CloudVm) -> None:

@@ -42,12 +42,12 @@ def test_login_sets_a_strict_httponly_cookie_without_the_token(tmp_path: Path) -
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
         assert "Secure" not in cookie  # plain HTTP here; over TLS the cookie is Secure
         assert TOKEN not in cookie
-        assert web.get("/ui/session").json() == {"authenticated": True}
+        assert web.get("/ui/session").json() == {"authenticated": True, "manager": False}
         # the cookie authorises operations from the page's own origin, not from another
         assert web.post("/v1/vms/test/reboot", headers=ORIGIN).status_code == 200
         assert web.post("/v1/vms/test/reboot", headers={"Origin": "http://evil.example"}).status_code == 401
         assert web.post("/ui/logout").status_code == 204
-        assert web.get("/ui/session").json() == {"authenticated": False}
+        assert web.get("/ui/session").json() == {"authenticated": False, "manager": False}
         assert web.post("/v1/vms/test/reboot", headers=ORIGIN).status_code == 401
 
 

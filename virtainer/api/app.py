@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -21,6 +23,9 @@ from virtainer.api.metrics import ApiMetrics, RequestMetrics, VmCollector
 from virtainer.api.routes import console, events, fleet, guest, health, metrics, snapshots, ui, vms
 from virtainer.api.session import Sessions
 from virtainer.api.settings import ApiSettings
+
+if TYPE_CHECKING:
+    from virtainer.orchestration.engine import Engine
 
 DESCRIPTION = """Start, stop, snapshot and revert virtainer VMs over HTTP.
 
@@ -43,15 +48,22 @@ def create_app(
     hub = EventHub()
     backend = Backend(settings, hub, on_ready=on_ready)
 
+    engine = _engine(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.attach(asyncio.get_running_loop())
         watcher = asyncio.create_task(backend.watch_readiness_files())
+        if engine is not None:  # the engine's container events, live on /v1/events
+            publish = lambda name, action: hub.publish("container", name, action=action)  # noqa: E731
+            threading.Thread(target=engine.watch, args=(publish,), name="virtainer-docker-events", daemon=True).start()
         try:
             yield
         finally:
             watcher.cancel()
             backend.close()
+            if engine is not None:
+                engine.close()
 
     app = FastAPI(
         title="virtainer",
@@ -72,6 +84,11 @@ def create_app(
     refusals = responses(401, 408, 413, 503)  # the gate's, before a route runs
     for module in (vms, fleet, snapshots, guest, events, metrics, console):  # the gate checks the token
         app.include_router(module.router, dependencies=[Depends(bearer)], responses=refusals)
+    if engine is not None:  # manager mode's routes load only then
+        from virtainer.api.routes import containers
+
+        app.state.engine = engine
+        app.include_router(containers.router, dependencies=[Depends(bearer)], responses=refusals)
     if settings.ui:
         app.include_router(ui.router)
         app.mount("/ui/static", StaticFiles(directory=ui.UI_DIR, check_dir=False), name="ui-static")
@@ -88,3 +105,13 @@ def create_app(
     )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: refusals are counted too
     return app
+
+
+def _engine(settings: ApiSettings) -> Engine | None:
+    """Manager mode's Docker engine (its SDK loads only then); refused at start when it does not
+    answer."""
+    if not settings.docker:
+        return None
+    from virtainer.orchestration.engine import Engine
+
+    return Engine()

@@ -38,6 +38,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--port", type=int, help="TCP port (default 8470; env VIRTAINER_API_PORT)")
     serve.add_argument("--token-file", type=Path, help="where a generated token is kept (0600)")
     serve.add_argument("--vm", action="append", dest="vms", help="serve only this VM (repeatable)")
+    serve.add_argument(
+        "--docker", action="store_true", default=None,
+        help="manager mode: list, create, start, stop and remove the Docker engine's VM containers "
+        "(DOCKER_HOST applies; env VIRTAINER_API_DOCKER)",
+    )  # fmt: skip
 
     for name, text in (("start", "start a stopped VM"), ("reboot", "reboot a running VM")):
         _vm_command(commands.add_parser(name, help=text))
@@ -69,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from virtainer.api.settings import ENV_NAMES, ApiSettings
 
     overrides = {"listen": args.listen, "port": args.port, "token_file": args.token_file, "libvirt_uri": args.connect}
-    settings = ApiSettings.from_env(flags=SERVE_FLAGS, **overrides, vms=tuple(args.vms) if args.vms else None)
+    vms = tuple(args.vms) if args.vms else None
+    settings = ApiSettings.from_env(flags=SERVE_FLAGS, **overrides, vms=vms, docker=args.docker)
     settings.check_listen({**ENV_NAMES, **{key: flag for key, flag in SERVE_FLAGS.items() if overrides.get(key)}})
     sys.stderr.write(f"virtainer api: serving on http://{settings.listen}:{settings.port} (docs at /docs)\n")
     return main(settings)

@@ -58,6 +58,7 @@ class ApiSettings(BaseModel):
     metrics_auth: bool = True  # GET /metrics needs the token (False: open to any scraper)
     metrics_ttl_s: float = Field(1.0, ge=0, le=300)  # one libvirt read serves scrapes this long
     ui: bool = True  # the web UI at / (off: the REST API alone)
+    docker: bool = False  # manager mode: the Docker engine's virtainer containers (/v1/containers)
 
     @field_validator("token")
     @classmethod
@@ -142,4 +143,5 @@ ENV_NAMES = {
     "metrics_auth": "VIRTAINER_API_METRICS_AUTH",
     "metrics_ttl_s": "VIRTAINER_API_METRICS_TTL",
     "ui": "VIRTAINER_API_UI",
+    "docker": "VIRTAINER_API_DOCKER",
 }

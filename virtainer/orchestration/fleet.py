@@ -16,7 +16,8 @@ from pathlib import Path
 from virtainer.api.defaults import DEFAULT_PORT, DEFAULT_TOKEN_FILE
 from virtainer.api.fleet import Source
 from virtainer.errors import ConfigError, VirtainerError
-from virtainer.validators import NO
+from virtainer.orchestration import needs
+from virtainer.validators import NO, YES
 
 IMAGE_LABEL = "dev.virtainer.variant"  # set by container/Dockerfile on every virtainer image
 
@@ -54,6 +55,8 @@ def docker_sources(labels: Sequence[str] = (), engine: str = "docker") -> list[S
         env = dict(item.partition("=")[::2] for item in container["Config"].get("Env") or [])
         if env.get("VIRTAINER_API", "1").strip().lower() in NO:
             continue
+        if env.get(needs.MANAGER_ENV, "").strip().lower() in YES:
+            continue  # a manager (no VM of its own)
         port = env.get("VIRTAINER_API_PORT", str(DEFAULT_PORT))
         address = next(
             (net["IPAddress"] for net in container["NetworkSettings"]["Networks"].values() if net.get("IPAddress")),

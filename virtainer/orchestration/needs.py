@@ -43,6 +43,7 @@ CONTAINER_ENV: tuple[str, ...] = (
     "LIBVIRT_DEFAULT_URI",
 )
 API_TOKEN_ENV = "VIRTAINER_API_TOKEN"
+MANAGER_ENV = "VIRTAINER_MANAGER"  # 1: the image runs the manager (no VM; the engine's socket mounted)
 
 # Memory beyond the guest's RAM: libvirtd, the controller and its API (~80 MiB idle, see
 # benchmarks/container_bench.py), QEMU itself and, under TCG, its translated-code cache.

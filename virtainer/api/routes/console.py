@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -115,7 +117,13 @@ async def _pump(socket: WebSocket, reader: asyncio.StreamReader, writer: asyncio
                 writer.write(message["bytes"])
                 await writer.drain()
 
-    tasks = [asyncio.create_task(to_browser()), asyncio.create_task(to_vnc())]
+    await until_either_ends(socket, to_browser(), to_vnc())
+
+
+async def until_either_ends(socket: WebSocket, *directions: Coroutine[Any, Any, None]) -> None:
+    """Run the directions of a proxied websocket until one ends; then stop the others and close
+    the browser's side."""
+    tasks = [asyncio.create_task(direction) for direction in directions]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -42,6 +42,7 @@ class Login(Model):
 
 class SessionState(Model):
     authenticated: bool
+    manager: bool  # manager mode: the page shows the engine's VM containers
 
 
 @router.get("/")
@@ -76,5 +77,5 @@ async def session(request: Request) -> JSONResponse:
         authenticated = True
     except AuthError:
         authenticated = False
-    state = SessionState(authenticated=authenticated)
+    state = SessionState(authenticated=authenticated, manager=request.app.state.settings.docker)
     return JSONResponse(state.model_dump(), headers={"Cache-Control": "no-store"})

@@ -7,7 +7,7 @@ const $ = (selector) => document.querySelector(selector);
 const vms = new Map(); // name -> {status, snapshots}
 let events = null;
 
-function el(tag, attributes = {}, ...children) {
+export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {
     if (key === "class") node.className = value;
@@ -29,7 +29,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+export async function api(method, path, body) {
   const options = { method, headers: {}, credentials: "same-origin" };
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
@@ -45,7 +45,7 @@ async function api(method, path, body) {
   return data;
 }
 
-function showMessage(error) {
+export function showMessage(error) {
   const box = $("#message");
   if (!error) { box.hidden = true; box.textContent = ""; return; }
   box.replaceChildren(el("strong", {}, error.message), error.hint ? el("div", {}, `Hint: ${error.hint}`) : null);
@@ -59,6 +59,7 @@ function showLogin() {
   $("#login").hidden = false;
   $("#logout").hidden = true;
   $("#vms").replaceChildren();
+  $("#manager").hidden = true;
   $("#live").textContent = "";
   $("#token").focus();
 }
@@ -89,16 +90,24 @@ async function start() {
   if (!session.authenticated) { showLogin(); return; }
   $("#login").hidden = true;
   $("#logout").hidden = false;
+  if (session.manager) {
+    const manager = await import("./manager.js");
+    events = manager.listen();
+    await manager.loadAll();
+    return;
+  }
   listen(); // loads the list again once the stream is open: no change between the two is missed
   await loadAll();
 }
 
-async function loadAll() {
+// withSnapshots false: the statuses only, the snapshots known are kept
+async function loadAll(withSnapshots = true) {
   const list = await api("GET", "/v1/vms");
   const names = new Set(list.map((vm) => vm.name));
   for (const name of [...vms.keys()]) if (!names.has(name)) vms.delete(name);
   for (const status of list) vms.set(status.name, { status, snapshots: vms.get(status.name)?.snapshots ?? [] });
   render(); // the list first, then each VM's snapshots
+  if (!withSnapshots) return;
   await Promise.all(list.map(async (status) => {
     const snapshots = await loadSnapshots(status.name);
     const known = vms.get(status.name);
@@ -126,7 +135,8 @@ async function refresh(name, withSnapshots) {
 function listen() {
   if (events) events.close();
   events = new EventSource("/v1/events");
-  events.onopen = () => { $("#live").textContent = "live"; loadAll().catch(showMessage); };
+  let reopened = false; // the first open follows the page's own load: the statuses suffice then
+  events.onopen = () => { $("#live").textContent = "live"; loadAll(reopened).catch(showMessage); reopened = true; };
   events.onerror = () => { $("#live").textContent = "reconnecting…"; };
   const changed = (event) => {
     const data = JSON.parse(event.data);
@@ -147,26 +157,33 @@ function seconds(value) { return `${Number(value).toFixed(1)} s`; }
 const cards = new Map(); // name -> {shown: JSON of what the card shows, node}
 
 function render() {
-  const container = $("#vms");
-  const restores = []; // run once the rebuilt cards are in the page
-  const wanted = [...vms.values()].sort((a, b) => a.status.name.localeCompare(b.status.name))
-    .map((vm) => cardNode(vm, restores));
+  const entries = [...vms.values()].sort((a, b) => a.status.name.localeCompare(b.status.name))
+    .map((vm) => ({ key: vm.status.name, data: vm, build: card }));
+  renderList($("#vms"), cards, entries, "No VMs on this server.");
+}
+
+// Puts one node per entry ({key, data, build(data)}) into `container`, in order: an entry whose
+// data did not change keeps its node; a rebuilt one takes over its fields' state.
+export function renderList(container, cache, entries, emptyText) {
+  const restores = []; // run once the rebuilt nodes are in the page
+  const wanted = entries.map((entry) => cachedNode(cache, entry, restores));
+  const keys = new Set(entries.map((entry) => entry.key));
+  for (const key of [...cache.keys()]) if (!keys.has(key)) cache.delete(key);
   const keep = new Set(wanted);
-  for (const name of [...cards.keys()]) if (!vms.has(name)) cards.delete(name);
   for (const child of [...container.children]) if (!keep.has(child)) child.remove();
   // in order, moving nothing that is already in place (moving a node takes the focus out of it)
   wanted.forEach((node, index) => { if (container.children[index] !== node) container.insertBefore(node, container.children[index] ?? null); });
-  if (!wanted.length) container.replaceChildren(el("p", {}, "No VMs on this server."));
+  if (!wanted.length) container.replaceChildren(el("p", {}, emptyText));
   for (const restore of restores) restore();
 }
 
-function cardNode(vm, restores) {
-  const shown = JSON.stringify(vm);
-  const previous = cards.get(vm.status.name);
+function cachedNode(cache, { key, data, build }, restores) {
+  const shown = JSON.stringify(data);
+  const previous = cache.get(key);
   if (previous?.shown === shown) return previous.node;
-  const node = card(vm);
+  const node = build(data);
   if (previous) restores.push(carryFormState(previous.node, node));
-  cards.set(vm.status.name, { shown, node });
+  cache.set(key, { shown, node });
   return node;
 }
 
@@ -175,7 +192,7 @@ function cardNode(vm, restores) {
 function carryFormState(from, to) {
   for (const field of from.querySelectorAll("input[data-key], select[data-key], textarea[data-key]")) {
     const target = to.querySelector(`[data-key="${CSS.escape(field.dataset.key)}"]`);
-    if (target) target.value = field.value;
+    if (target) { target.value = field.value; target.checked = field.checked; }
   }
   const active = from.contains(document.activeElement) ? document.activeElement : null;
   const key = active?.dataset?.key;
@@ -300,7 +317,8 @@ for (const dialog of document.querySelectorAll("dialog")) {
 
 let consoleSession = null;
 
-async function openConsole(name) {
+// base: where the VM's API is (manager mode: a container's, through the manager)
+export async function openConsole(name, base = "") {
   const dialog = $("#console-dialog");
   $("#console-title").textContent = `Console — ${name}`;
   $("#console-role").textContent = "connecting…";
@@ -312,7 +330,7 @@ async function openConsole(name) {
   terminal.loadAddon(fit);
   terminal.open($("#terminal"));
   fit.fit();
-  const socket = new WebSocket(socketUrl(`/v1/vms/${encodeURIComponent(name)}/console`));
+  const socket = new WebSocket(socketUrl(`${base}/v1/vms/${encodeURIComponent(name)}/console`));
   socket.binaryType = "arraybuffer";
   const encoder = new TextEncoder();
   let typing = false;
@@ -356,13 +374,13 @@ $("#console-dialog").addEventListener("close", () => {
 
 let screenSession = null;
 
-async function openScreen(name) {
+export async function openScreen(name, base = "") {
   const dialog = $("#screen-dialog");
   $("#screen-title").textContent = `Screen — ${name}`;
   $("#screen-status").textContent = "connecting…";
   dialog.showModal();
   let display;
-  try { display = await api("GET", `/v1/vms/${encodeURIComponent(name)}/display`); } catch (error) {
+  try { display = await api("GET", `${base}/v1/vms/${encodeURIComponent(name)}/display`); } catch (error) {
     $("#screen-status").textContent = error.message; return;
   }
   if (!display.adapter || !display.vnc) {
@@ -371,7 +389,7 @@ async function openScreen(name) {
     return;
   }
   const { default: RFB } = await import("./vendor/novnc/core/rfb.js");
-  const rfb = new RFB($("#screen"), socketUrl(`/v1/vms/${encodeURIComponent(name)}/vnc`), { shared: true });
+  const rfb = new RFB($("#screen"), socketUrl(`${base}/v1/vms/${encodeURIComponent(name)}/vnc`), { shared: true });
   rfb.scaleViewport = true;
   rfb.addEventListener("connect", () => { $("#screen-status").textContent = "connected"; rfb.focus(); });
   rfb.addEventListener("disconnect", (event) => {
