@@ -61,8 +61,10 @@ def idle_memory(image: str, runtime: str) -> tuple[float, int]:
         ]
         usage = next(path for path in candidates if path.exists())
         # idle: the guest's init waits for its command; give it time to settle, then read
-        wait_until(lambda: "sleep" in subprocess.run(["docker", "top", name], capture_output=True, text=True).stdout,
-                   120, "the container to run")  # fmt: skip
+        # `sleep` runs in the VM, not in the container's process list: docker exec answers once it runs
+        in_vm = ["docker", "exec", name, "true"]
+        wait_until(lambda: subprocess.run(in_vm, capture_output=True, check=False, timeout=120).returncode == 0,
+                   240, "the command to run in the VM")  # fmt: skip
         time.sleep(10)  # a measurement, not a synchronisation: memory after 10 s of idling
         guest_mib = int(re.search(r'"memory_mib": (\d+)', plan.read_text()).group(1)) if plan.exists() else 0  # type: ignore[union-attr]
         return int(usage.read_text()) / 2**20, guest_mib
