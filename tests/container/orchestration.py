@@ -86,9 +86,9 @@ class Deaths:
 
 
 @contextmanager
-def watch_deaths(filters: Sequence[str]) -> Iterator[Deaths]:
+def watch_deaths(filters: Sequence[str], docker_command: Sequence[str] = ("docker",)) -> Iterator[Deaths]:
     """`docker events` for die events matching the filters (e.g. label=com.docker.compose.project=P)."""
-    args = ["docker", "events", "--format", "{{json .}}", "--filter", "type=container", "--filter", "event=die"]
+    args = [*docker_command, "events", "--format", "{{json .}}", "--filter", "type=container", "--filter", "event=die"]
     for item in filters:
         args += ["--filter", item]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

@@ -17,8 +17,9 @@ COMPOSE_FILES = [EXAMPLES / "compose.yaml", EXAMPLES / "multi-vm" / "compose.yam
 
 
 def interpolated(path: Path) -> dict[str, Any]:
-    """${NAME:-default} as compose reads it, with the .env beside the file."""
-    settings = dotenv(path.parent / ".env")
+    """${NAME:-default} as compose reads it, with the .env beside the file (if any)."""
+    env = path.parent / ".env"
+    settings = dotenv(env) if env.exists() else {}
 
     def value(match: re.Match[str]) -> str:
         return settings.get(match.group(1), match.group(2) or "")
@@ -50,7 +51,7 @@ def test_each_vm_service_has_what_the_container_needs(path: Path) -> None:
 
 
 def test_the_swarm_stack_gives_each_slot_its_own_diff_and_the_needed_capabilities() -> None:
-    stack = yaml.safe_load((EXAMPLES / "swarm" / "stack.yaml").read_text())
+    stack = interpolated(EXAMPLES / "swarm" / "stack.yaml")
     assert stack["volumes"]["vm-disk"]["name"] == "{{.Service.Name}}-disk-{{.Task.Slot}}"  # unique per stack
     for name, service in stack["services"].items():
         assert tuple(service["cap_add"]) == needs.NETWORK_CAPABILITIES, name

@@ -171,6 +171,15 @@ def test_capabilities_from_proc_status(tmp_path: Path) -> None:
         preflight.check_network_capabilities(caps)
 
 
+def test_the_tun_device_preflight_says_when_it_created_the_node(tmp_path: Path) -> None:
+    device = tmp_path / "net" / "tun"
+    caps = preflight.Capabilities(1 << preflight.CAP_MKNOD)
+    assert preflight.ensure_tun_device(caps, device) == f"created {device}"  # the controller logs it
+    assert preflight.ensure_tun_device(caps, device) is None  # there already, as under --privileged
+    with pytest.raises(preflight.ContainerSetupError, match="CAP_MKNOD is missing"):
+        preflight.ensure_tun_device(preflight.Capabilities(0), tmp_path / "other" / "tun")
+
+
 def test_log_lines_start_on_their_own_line_after_console_output() -> None:
     stream = io.BytesIO()
     sink = LogSink(stream, origin=0.0)

@@ -204,7 +204,8 @@ class Controller:
             spec = nic.with_nic_mac(spec)
             self._report_user_mode(spec)
         elif uses_nat_network(spec.network):
-            preflight.check_network_capabilities(self.capabilities)
+            if fixes := preflight.check_network_capabilities(self.capabilities):
+                self.sink.line(f"not privileged: the NAT network with minimal capabilities ({', '.join(fixes)})")
             spec = nic.with_nic_mac(spec)
             self._define_nat_network(spec)
         return spec

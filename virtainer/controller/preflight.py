@@ -52,19 +52,20 @@ class Capabilities:
         return bool(self.effective >> capability & 1)
 
 
-def ensure_tun_device(caps: Capabilities, device: Path = TUN_DEVICE) -> None:
+def ensure_tun_device(caps: Capabilities, device: Path = TUN_DEVICE) -> str | None:
     """libvirt opens /dev/net/tun for the guest's NIC. Docker's default device rules allow the
-    character device 10:200, so creating the node is enough (no --device needed)."""
+    character device 10:200, so creating the node is enough (no --device needed).
+    Returns what was done to make it so, None when the device was there."""
     if device.exists():
         if not stat.S_ISCHR(device.stat().st_mode):
             raise ContainerSetupError(f"{device} is not a character device", hint="--device /dev/net/tun")
-        return
+        return None
     problem = "CAP_MKNOD is missing"
     if caps.has(CAP_MKNOD):
         try:
             device.parent.mkdir(parents=True, exist_ok=True)
             os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(TUN_MAJOR, TUN_MINOR))
-            return
+            return f"created {device}"
         except OSError as error:
             problem = error.strerror or str(error)
     raise ContainerSetupError(
@@ -77,26 +78,29 @@ def proc_sys_writable(path: Path = IP_FORWARD) -> bool:
     return os.access(path, os.W_OK)
 
 
-def ensure_proc_sys_writable(caps: Capabilities) -> None:
+def ensure_proc_sys_writable(caps: Capabilities) -> str | None:
     """libvirt's network driver writes ip_forward even when it is already 1; Docker mounts
     /proc/sys read-only unless --privileged or systempaths=unconfined. With CAP_SYS_ADMIN the
-    mount can be made writable again (it is this container's own network namespace)."""
+    mount can be made writable again (it is this container's own network namespace).
+    Returns what was done to make it so, None when it was writable."""
     if proc_sys_writable():
-        return
+        return None
     if caps.has(CAP_SYS_ADMIN):
         done = subprocess.run(
             ["mount", "-o", "remount,rw,bind", "/proc/sys"], capture_output=True, text=True, check=False
         )
         if done.returncode == 0 and proc_sys_writable():
-            return
+            return "remounted /proc/sys read-write"
     raise ContainerSetupError(
         "the VM's network needs a writable /proc/sys (Docker mounts it read-only): add "
         f"--cap-add SYS_ADMIN (or --security-opt systempaths=unconfined, or --privileged), {NO_NIC_HINT}"
     )
 
 
-def check_network_capabilities(caps: Capabilities) -> None:
-    """NAT network for the guest: bridge, tap, iptables and forwarding."""
+def check_network_capabilities(caps: Capabilities) -> tuple[str, ...]:
+    """NAT network for the guest: bridge, tap, iptables and forwarding. Returns what had to be
+    fixed for it (nothing under --privileged; the node and the remount with minimal capabilities,
+    as `docker run --cap-add` and Swarm's `cap_add` give them)."""
     if not caps.has(CAP_NET_ADMIN):
         raise ContainerSetupError(
             "the VM's network needs the NET_ADMIN capability: add --cap-add NET_ADMIN "
@@ -107,8 +111,8 @@ def check_network_capabilities(caps: Capabilities) -> None:
             "the VM's network needs the NET_RAW capability (DHCP for the guest): add --cap-add NET_RAW "
             f"(Docker grants it by default, Podman does not), {NO_NIC_HINT}"
         )
-    ensure_tun_device(caps)
-    ensure_proc_sys_writable(caps)
+    fixes = (ensure_tun_device(caps), ensure_proc_sys_writable(caps))
+    return tuple(fix for fix in fixes if fix is not None)
 
 
 def check_user_mode(spec: VmSpec, origin: Callable[[str], str], *, guest_control_access: bool) -> None:
