@@ -114,6 +114,6 @@ def test_a_fleet_file_with_tokens_must_be_private(tmp_path: Path) -> None:
 def test_the_api_lists_its_peers_vms_too(three: list[Container]) -> None:
     url = f"{api_url(three[2])}/v1/fleet"
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    members = wait_until(lambda: httpx.get(url, headers=headers, timeout=10).json(), 30, "GET /v1/fleet")
+    members = wait_until(lambda: httpx.get(url, headers=headers, timeout=60).json(), 120, "GET /v1/fleet")
     assert [m["source"] for m in members] == ["self", api_url(three[0]), api_url(three[1])]
     assert [m["vms"][0]["name"] for m in members] == [VM_NAMES[2], VM_NAMES[0], VM_NAMES[1]]

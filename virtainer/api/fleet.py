@@ -44,7 +44,7 @@ def ask(source: Source, timeout_s: float) -> FleetMember:
         client.close()
 
 
-def gather(sources: Sequence[Source], timeout_s: float = 5.0) -> list[FleetMember]:
+def gather(sources: Sequence[Source], timeout_s: float = 30.0) -> list[FleetMember]:
     """Every source's VMs, in the order given; an unreachable source has its error instead."""
     if not sources:
         return []

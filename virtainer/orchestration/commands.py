@@ -87,7 +87,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--docker", action="store_true", help="every virtainer container of the Docker engine")
     group.add_argument("--label", action="append", default=[], metavar="K=V", help="with --docker: only these")
     group.add_argument("--token", help="bearer token for --api URLs (env VIRTAINER_API_TOKEN)")
-    group.add_argument("--timeout", type=float, default=5.0, help="seconds per API (default 5)")
+    # a container API loads FastAPI on its first connection: seconds, on a busy host
+    group.add_argument("--timeout", type=float, default=30.0, help="seconds per API (default 30)")
 
 
 def wants_fleet(args: argparse.Namespace) -> bool:
