@@ -152,6 +152,7 @@ def main() -> int:
     parser.add_argument("--guest", action="store_true", help="also the console on a real tiny guest (boots one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="virtainer-ui-bench-") as temp:
+        Path(temp).chmod(0o755)  # libvirt's QEMU (another user) opens the guest's diff in here
         bench_test_driver(args.vms, args.rounds, Path(temp))
         if args.guest:
             bench_console(args.rounds, Path(temp))
