@@ -137,6 +137,7 @@ def bench_console(rounds: int, directory: Path) -> None:
             started = time.perf_counter()
             card.locator("button", has_text="Console").click()
             page.locator("#terminal .xterm-rows").wait_for()
+            page.locator("#terminal").click()  # the keys go to the terminal; a quiet guest answers Enter
             page.keyboard.press("Enter")
             page.wait_for_function("() => document.querySelector('#terminal .xterm-rows').textContent.trim() !== ''")
             samples.append((time.perf_counter() - started) * 1000)
