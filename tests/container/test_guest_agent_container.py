@@ -68,9 +68,10 @@ def test_healthy_only_after_the_exec_probe_passed(agent_vm: AgentVm) -> None:
     logs = agent_vm.container.logs()
     assert "] stage exec" in logs, logs[-3000:]
     status = json.loads(agent_vm.virtainer("status", "vm", "--json").stdout)
-    stages = [record["stage"] for record in status["stages"]]
+    records = status["readiness"]["stages"]  # the API's shape, as GET /v1/vms/vm gives it
+    stages = [record["stage"] for record in records]
     assert stages[-1] == "exec" and "agent" in stages
-    agent = next(record for record in status["stages"] if record["stage"] == "agent")
+    agent = next(record for record in records if record["stage"] == "agent")
     assert agent["detail"].startswith("qemu-ga ")
 
 
