@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh
-exec .venv/bin/pytest -ra "$@"
+# --durations: every run prints where its time went (the suite must stay under 45 min here)
+exec .venv/bin/pytest -ra --durations=25 "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -171,11 +172,18 @@ def test_capabilities_from_proc_status(tmp_path: Path) -> None:
         preflight.check_network_capabilities(caps)
 
 
+NOT_ROOT = "making a device node needs root (CAP_MKNOD); the fast tier runs as anyone"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=NOT_ROOT)
 def test_the_tun_device_preflight_says_when_it_created_the_node(tmp_path: Path) -> None:
     device = tmp_path / "net" / "tun"
     caps = preflight.Capabilities(1 << preflight.CAP_MKNOD)
     assert preflight.ensure_tun_device(caps, device) == f"created {device}"  # the controller logs it
     assert preflight.ensure_tun_device(caps, device) is None  # there already, as under --privileged
+
+
+def test_the_tun_device_preflight_names_the_missing_capability(tmp_path: Path) -> None:
     with pytest.raises(preflight.ContainerSetupError, match="CAP_MKNOD is missing"):
         preflight.ensure_tun_device(preflight.Capabilities(0), tmp_path / "other" / "tun")
 
