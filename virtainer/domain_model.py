@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lxml import etree  # type: ignore[import-untyped]
 
-from virtainer.spec import ALL_STAGES, Stage
+from virtainer.stages import Stage, in_order
 
 METADATA_NS = "https://virtainer.dev/xmlns/vm/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -133,8 +133,7 @@ def stages_record(stages: tuple[Stage, ...]) -> str:
 
 def recorded_stages(metadata: dict[str, str]) -> tuple[Stage, ...]:
     """The stages a domain's record names, in readiness order; a VM recorded without: running."""
-    named = metadata.get("wait-for", "").split(",")
-    return tuple(stage for stage in ALL_STAGES if stage in named) or ("running",)
+    return in_order(metadata.get("wait-for", "").split(",")) or ("running",)
 
 
 _UNITS_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "kib": 1, "k": 1, "mib": 1024, "m": 1024, "gib": 1 << 20, "g": 1 << 20}

@@ -29,6 +29,7 @@ from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord
 from virtainer.spec import READINESS_FILE
+from virtainer.stages import missing_stages
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class VmReadiness:
     ready: bool  # running, and every wanted stage reached
     wanted: list[str]
     stages: list[StageRecord]
+
+    @property
+    def missing(self) -> list[str]:
+        return missing_stages(self.wanted, (record.stage for record in self.stages))
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,7 @@ def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
 def _readiness(state_dir: str | None, wanted: tuple[str, ...], running: bool) -> VmReadiness:
     record = Readiness.load(Path(state_dir) / READINESS_FILE) if state_dir else None
     stages = record.records() if record else []
-    reached = {stage.stage for stage in stages}
-    ready = running and all(stage in reached for stage in wanted)
+    ready = running and not missing_stages(wanted, (stage.stage for stage in stages))
     return VmReadiness(ready, list(wanted), stages)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from virtainer.errors import HypervisorError, VirtainerError, WaitTimeout, one_line
 from virtainer.hypervisor import DomainState, Hypervisor
-from virtainer.spec import ALL_STAGES, Stage
+from virtainer.stages import Stage, in_order, missing_stages
 
 POLL_INTERVAL_S = 1.0
 SSH_PORT = 22
@@ -49,11 +49,15 @@ class Readiness:
     ready_command: str | None = None  # the exec stage's probe
 
     @property
+    def missing(self) -> list[str]:
+        return missing_stages(self.wanted, self.reached)
+
+    @property
     def ready(self) -> bool:
-        return all(stage in self.reached for stage in self.wanted)
+        return not self.missing
 
     def records(self) -> list[StageRecord]:
-        return [self.reached[stage] for stage in ALL_STAGES if stage in self.reached]
+        return [self.reached[stage] for stage in in_order(self.reached)]
 
     def to_json(self) -> str:
         data = {
@@ -213,9 +217,8 @@ def wait_until_ready(
         if readiness.ready or stop.is_set():
             return readiness
         if time.monotonic() >= deadline:
-            missing = [stage for stage in readiness.wanted if stage not in readiness.reached]
             raise WaitTimeout(
-                f"VM '{name}' not ready after {timeout_s:.0f} s: still waiting for {', '.join(missing)}",
+                f"VM '{name}' not ready after {timeout_s:.0f} s: still waiting for {', '.join(readiness.missing)}",
                 hint="see the serial log (virtainer console, or the log file in the state directory)",
             )
         stop.wait(POLL_INTERVAL_S)
@@ -231,7 +234,7 @@ def _check_pending(
         if on_stage:
             on_stage(record)
 
-    pending = [stage for stage in readiness.wanted if stage not in readiness.reached]
+    pending = readiness.missing
     if "running" in pending and (detail := probe.running()) is not None:
         reach("running", detail)
     elif "running" not in readiness.reached:

@@ -83,3 +83,11 @@ def test_bad_input_is_422_and_changes_nothing(client: TestClient, vm: DriverVm) 
         assert error_of(refused)["code"]
     assert client.get(snapshots).json() == []
     assert client.get(f"/v1/vms/{vm.name}").json()["state"] == "running"
+
+
+def test_readyz_names_the_missing_stages(client: TestClient, vm: DriverVm) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and [stage["stage"] for stage in ready.json()["stages"]] == ["running"]
+    assert client.post(f"/v1/vms/{vm.name}/destroy").status_code == 200
+    waiting = client.get("/readyz")
+    assert waiting.status_code == 503 and error_of(waiting)["message"].endswith("waiting for: running")

@@ -41,18 +41,15 @@ from virtainer.spec.dialects.supravm import parse_storage_id
 from virtainer.spec.facts import HostFacts, running_in_container
 from virtainer.spec.model import (
     ACCELERATORS,
-    ALL_STAGES,
     CLOCK_OFFSETS,
     DEFAULT_STATE_ROOT,
     DISK_BUSES,
     DISK_CACHES,
-    EXEC_PROBE,
     FILESYSTEMS,
     FIRMWARES,
     MACHINES,
     PASSWORD_POLICIES,
     READINESS_FILE,
-    STAGES,
     VIDEO_MODELS,
     VNC_BASE_PORT,
     Accelerator,
@@ -68,7 +65,6 @@ from virtainer.spec.model import (
     PortRange,
     PortRule,
     Protocol,
-    Stage,
     VmSpec,
     VncSpec,
     spec_with,
@@ -123,7 +119,6 @@ from virtainer.spec.resolution import (
     DISK_NAMES_PER_PREFIX,
     IDE_DISKS_MAX,
     NETWORK_CONTROL,
-    default_stages,
     resolve_spec,
 )
 from virtainer.spec.settings import (
@@ -138,6 +133,7 @@ from virtainer.spec.settings import (
     settings_from_file,
     settings_from_mapping,
 )
+from virtainer.stages import ALL_STAGES, EXEC_PROBE, STAGES, Stage
 from virtainer.validators import Invalid, parse_flag, parse_name
 
 __all__ = [
@@ -151,7 +147,7 @@ __all__ = [
     "DirectBoot", "Firmware", "GuestForward", "HostFacts", "ImageSource", "Invalid", "NetworkMode",
     "NetworkSetupError", "NetworkSpec", "PasswordPolicy", "PortRange", "PortRule", "Protocol", "RawSettings",
     "RawValue", "ReservedPort", "Setting", "Stage", "VmSpec", "VncSpec", "check_lan",
-    "check_port_targets", "check_user_mode_ports", "choose_subnet", "container_ports", "default_stages",
+    "check_port_targets", "check_user_mode_ports", "choose_subnet", "container_ports",
     "default_user_for", "is_ascii_number", "merge_settings", "parse_choice", "parse_cmdline", "parse_disk",
     "parse_existing_file", "parse_flag", "parse_guest_forward", "parse_guest_forwards", "parse_hostname",
     "parse_int", "parse_lan", "parse_listen_address", "parse_mac", "parse_name", "parse_network",

@@ -9,18 +9,14 @@ from typing import Any, Literal
 
 from virtainer.diff_files import DiffFiles
 from virtainer.firmware import UefiFirmware
+from virtainer.stages import STAGES, Stage
 
 Accelerator = Literal["auto", "kvm", "tcg"]
 PasswordPolicy = Literal["auto", "random", "fixed", "none"]
 NetworkMode = Literal["network", "bridge", "user", "none"]
-Stage = Literal["running", "ip", "agent", "cloud-init", "ssh", "exec"]
 Firmware = Literal["bios", "uefi"]
 ClockOffset = Literal["utc", "localtime"]
 
-STAGES: tuple[Stage, ...] = ("running", "ip", "agent", "cloud-init", "ssh")
-# exec: the user's own probe (wait_for=...,exec:CMD), ready when CMD exits 0 in the guest, after the rest
-ALL_STAGES: tuple[Stage, ...] = (*STAGES, "exec")
-EXEC_PROBE = "exec:"
 DEFAULT_STATE_ROOT = Path("/var/lib/virtainer")
 FILESYSTEMS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat")
 MACHINES = ("pc", "q35")

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from virtainer.profiles import canonical_profile, profile_names
-from virtainer.spec.model import ALL_STAGES, EXEC_PROBE, FILESYSTEMS, STAGES, VNC_BASE_PORT, DataDisk, Stage
+from virtainer.spec.model import FILESYSTEMS, VNC_BASE_PORT, DataDisk
+from virtainer.stages import EXEC_PROBE, STAGES, Stage, in_order
 from virtainer.units import SIZE_FORMS, parse_size_mib
 from virtainer.validators import NO, Invalid
 
@@ -325,7 +326,7 @@ def parse_stages(value: object) -> tuple[Stage, ...] | None:
         names.insert(0, "running")
     if command is not None:
         names.append("exec")
-    return tuple(stage for stage in ALL_STAGES if stage in names)
+    return in_order(names)
 
 
 def parse_ready_command(value: object) -> str | None:

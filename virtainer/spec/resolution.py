@@ -27,14 +27,12 @@ from virtainer.spec.model import (
     FIRMWARES,
     MACHINES,
     PASSWORD_POLICIES,
-    STAGES,
     VIDEO_MODELS,
     ClockOffset,
     DirectBoot,
     Firmware,
     ImageSource,
     NetworkSpec,
-    Stage,
     VmSpec,
     VncSpec,
 )
@@ -73,6 +71,7 @@ from virtainer.spec.parsers import (
 )
 from virtainer.spec.reader import Reader
 from virtainer.spec.settings import RawValue
+from virtainer.stages import Stage, default_stages
 from virtainer.validators import parse_flag, parse_name, parse_password
 
 IDE_DISKS_MAX = 3  # two IDE channels of two units each; hdc holds the seed cdrom
@@ -148,7 +147,7 @@ def resolve_spec(
         data_disks=data_disks,
         network=network,
         direct_boot=direct_boot,
-        wait_for=stages or default_stages(network, direct_boot, cloud_image=cloud_image, exec_probe=probe),
+        wait_for=stages or _default_stages(network, direct_boot, cloud_image=cloud_image, exec_probe=probe),
         ready_command=ready_command,
         boot_timeout_s=read.get("boot_timeout", parse_seconds, 600.0),
         stop_timeout_s=read.get("stop_timeout", parse_seconds, 60.0),
@@ -163,25 +162,15 @@ def resolve_spec(
     return spec
 
 
-def default_stages(
-    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool = True, exec_probe: bool = False
+def _default_stages(
+    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool, exec_probe: bool
 ) -> tuple[Stage, ...]:
-    stages = _default_boot_stages(network, direct_boot, cloud_image=cloud_image)
-    return (*stages, "exec") if exec_probe else stages
-
-
-def _default_boot_stages(
-    network: NetworkSpec, direct_boot: DirectBoot | None, *, cloud_image: bool
-) -> tuple[Stage, ...]:
-    if direct_boot is not None:
-        return ("running",)  # a bare kernel has no agent or cloud-init to wait for
-    if not cloud_image:
-        return ("running",) if network.mode == "none" else ("running", "ip")
-    if network.mode == "none":
-        return ("running", "agent", "cloud-init")
-    if network.mode == "user" and network.incoming_port(22) is None:
-        return ("running", "ip", "agent", "cloud-init")  # the guest's SSH cannot be reached from here
-    return STAGES
+    # user-mode networking forwarding no port to the guest's 22: its SSH cannot be reached from here
+    ssh_reachable = network.mode != "user" or network.incoming_port(22) is not None
+    return default_stages(
+        direct_boot=direct_boot is not None, cloud_image=cloud_image, network_mode=network.mode,
+        ssh_reachable=ssh_reachable, exec_probe=exec_probe,
+    )  # fmt: skip
 
 
 NETWORK_CONTROL = ("ports", "guest_forwards", "guest_restrict", "guest_lan")

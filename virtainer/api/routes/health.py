@@ -8,6 +8,7 @@ from virtainer.api.deps import BackendDep
 from virtainer.api.errors import responses
 from virtainer.api.models import Health, Ready
 from virtainer.errors import ErrorKind, NotFoundError, VirtainerError
+from virtainer.stages import missing_stages
 
 router = APIRouter(tags=["health"])
 
@@ -40,6 +41,6 @@ async def readyz(backend: BackendDep) -> Ready:
     except NotFoundError:
         raise NotReady(f"VM '{vm}' is not defined yet") from None
     if not status.readiness.ready:
-        missing = [s for s in status.readiness.wanted if s not in {r.stage for r in status.readiness.stages}]
+        missing = missing_stages(status.readiness.wanted, (record.stage for record in status.readiness.stages))
         raise NotReady(f"VM '{vm}' is {status.state}; waiting for: {', '.join(missing) or 'running'}")
     return Ready(ready=True, vm=vm, stages=status.readiness.stages)
