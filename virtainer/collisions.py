@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from virtainer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from virtainer.spec import VmSpec
+    from virtainer.spec.model import VmSpec
 
 
 @dataclass(frozen=True)

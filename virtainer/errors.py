@@ -106,15 +106,6 @@ class AuthError(VirtainerError):
     kind = ErrorKind.UNAUTHORIZED
 
 
-def __getattr__(name: str) -> int:
-    """EXIT_* moved to virtainer.exit_codes (a front end's fact); still importable from here."""
-    if name.startswith("EXIT_"):
-        from virtainer import exit_codes
-
-        return int(getattr(exit_codes, name))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def one_line(text: str, limit: int = 1000) -> str:
     """Text as one line: newlines and other control characters become blanks; at most `limit`."""
     line = " ".join("".join(char if char.isprintable() else " " for char in text).split())

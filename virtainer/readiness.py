@@ -9,19 +9,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from virtainer import guest
 from virtainer.errors import HypervisorError, VirtainerError, WaitTimeout, one_line
+from virtainer.guest.ssh import SSH_PORT, ssh_banner
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.stages import Stage, in_order, missing_stages
 
 POLL_INTERVAL_S = 1.0
-SSH_PORT = 22
 EXEC_PROBE_TIMEOUT_S = 30.0  # one attempt of the exec stage's command
 CLOUD_INIT_RESULT = "/run/cloud-init/result.json"  # written when cloud-init's final stage is done
 CLOUD_INIT_RESULT_MAX = 1 << 20  # the guest writes it: read no more than this
@@ -155,8 +155,6 @@ class ReadinessProbe:
 
     def exec_probe(self, command: str) -> str | None:
         """The user's own probe: reached when `sh -c command` exits 0 in the guest."""
-        from virtainer import guest  # guest uses this module's SSH probe for its fallback
-
         request = guest.ExecRequest(("/bin/sh", "-c", command), timeout_s=EXEC_PROBE_TIMEOUT_S)
         try:
             done = guest.run_captured(self.hv, self.name, request)
@@ -164,15 +162,7 @@ class ReadinessProbe:
             return None
         return f"exit 0 in {done.result.elapsed_s:.1f} s" if done.result.exit_code == 0 else None
 
-    @staticmethod
-    def ssh(address: str, port: int = SSH_PORT) -> str | None:
-        try:
-            with socket.create_connection((address, port), timeout=2) as connection:
-                connection.settimeout(3)
-                banner = connection.recv(64)
-        except OSError:
-            return None
-        return banner.decode(errors="replace").strip() if banner.startswith(b"SSH-") else None
+    ssh = staticmethod(ssh_banner)
 
 
 def cloud_init_outcome(content: bytes) -> str:

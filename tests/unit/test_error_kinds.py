@@ -68,7 +68,8 @@ def test_an_instance_may_carry_another_kind() -> None:
     )  # fmt: skip
 
 
-def test_exit_constants_are_still_importable_from_errors() -> None:
-    from virtainer.errors import EXIT_CONFIG, EXIT_NOT_FOUND
-
-    assert (EXIT_CONFIG, EXIT_NOT_FOUND) == (2, 5)
+def test_the_core_knows_no_exit_status() -> None:
+    """The exit statuses are the command line's (exit_codes.py); errors.py no longer re-exports them."""
+    assert not [name for name in vars(errors) if name.startswith("EXIT_")]
+    with pytest.raises(ImportError):
+        from virtainer.errors import EXIT_CONFIG  # noqa: F401

@@ -3,7 +3,8 @@
 No SSH or network is needed, only qemu-guest-agent in the guest. One module per concern:
 `agent` (one call at a time, retried while busy; the refusal when there is no agent), `execute`
 (commands with their output relayed), `files` (copy in and out), `accounts` (keys, passwords),
-`facts` (what the agent reports). `from virtainer import guest` gives all of it.
+`facts` (what the agent reports), `ssh` (does the guest's SSH answer: the readiness wait asks it
+too). `from virtainer import guest` gives all of it.
 """
 
 from virtainer.guest.accounts import add_keys, check_key, list_keys, remove_keys, set_password

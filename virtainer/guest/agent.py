@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from virtainer.errors import AgentUnavailableError, ConflictError, VirtainerError, WaitTimeout
+from virtainer.guest.ssh import ssh_banner
 from virtainer.hypervisor import Hypervisor
 
 CHUNK = 1 << 20  # bytes per guest-file-read: 1.4 MB of base64 in one agent reply
@@ -129,11 +130,9 @@ def _agent_needed(hv: Hypervisor, name: str, operation: str) -> Iterator[None]:
 
 def fallback(hv: Hypervisor, name: str) -> str:
     """SSH when the guest answers on port 22, else its serial console."""
-    from virtainer.readiness import ReadinessProbe
-
     user = hv.metadata(name).get("user") or "root"
     with contextlib.suppress(VirtainerError):
         for address in hv.addresses(name):
-            if ReadinessProbe.ssh(address.address):
+            if ssh_banner(address.address):
                 return f"SSH: ssh {user}@{address.address}, or virtainer ssh {name}"
     return f"the serial console: virtainer console {name}"
