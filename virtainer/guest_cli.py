@@ -17,7 +17,7 @@ from virtainer import guest
 from virtainer.domain_model import parse_domain
 from virtainer.errors import AgentUnavailableError, ConfigError, NotFoundError
 from virtainer.exit_codes import EXIT_OK
-from virtainer.hypervisor import DEFAULT_URI, Hypervisor
+from virtainer.hypervisor import DEFAULT_URI, Domain, Hypervisor
 from virtainer.validators import NAME_TEXT
 
 Command = Callable[[argparse.Namespace], int]
@@ -89,13 +89,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
         target.flush()
 
     with _hypervisor(args) as hv:
+        dom = hv.domain(args.name)
         if args.interactive:
             with tempfile.TemporaryFile() as spooled:  # stdin reaches the guest before the command starts
                 shutil.copyfileobj(sys.stdin.buffer, spooled)
                 spooled.seek(0)
-                result = guest.run(hv, args.name, request, relay, stdin=spooled)
+                result = guest.run(dom, request, relay, stdin=spooled)
         else:
-            result = guest.run(hv, args.name, request, relay)
+            result = guest.run(dom, request, relay)
     if result.timed_out:
         sys.stderr.write(f"virtainer: the command ran past --timeout {args.timeout:g} s and was killed in the guest\n")
     return result.exit_code
@@ -117,14 +118,12 @@ def cmd_cp(args: argparse.Namespace, progress: Reporter) -> int:
 
     with _hypervisor(args) as hv:
         if destination is not None:
-            result = guest.copy_in(
-                hv, destination[0], Path(args.source), destination[1], user=args.user, on_progress=report
-            )
+            dom = hv.domain(destination[0])
+            result = guest.copy_in(dom, Path(args.source), destination[1], user=args.user, on_progress=report)
         else:
             assert source is not None
-            result = guest.copy_out(
-                hv, source[0], source[1], Path(args.destination), user=args.user, on_progress=report
-            )
+            dom = hv.domain(source[0])
+            result = guest.copy_out(dom, source[1], Path(args.destination), user=args.user, on_progress=report)
     sys.stdout.write(
         f"copied {result.source} -> {result.destination} ({result.bytes} bytes, {result.elapsed_s:.1f} s)\n"
     )
@@ -140,12 +139,8 @@ def _vm_path(value: str) -> tuple[str, str] | None:
 # keys, password
 
 
-def _user_of(hv: Hypervisor, name: str, user: str | None) -> str:
-    if user:
-        return user
-    if not hv.exists(name):
-        raise NotFoundError(f"no VM named '{name}'")
-    return hv.metadata(name).get("user") or "root"
+def _user_of(dom: Domain, user: str | None) -> str:
+    return user or dom.metadata().get("user") or "root"
 
 
 def _key_texts(items: list[str]) -> list[str]:
@@ -165,13 +160,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if args.keys_command != "list":
         args.name, args.keys = (args.keys[0], args.keys[1:]) if len(args.keys) > 1 else ("vm", args.keys)
     with _hypervisor(args) as hv:
-        user = _user_of(hv, args.name, args.user)
+        dom = hv.domain(args.name)
+        user = _user_of(dom, args.user)
         if args.keys_command == "list":
-            present = guest.list_keys(hv, args.name, user)
+            present = guest.list_keys(dom, user)
         elif args.keys_command == "add":
-            present = guest.add_keys(hv, args.name, user, _key_texts(args.keys))
+            present = guest.add_keys(dom, user, _key_texts(args.keys))
         else:
-            present = guest.remove_keys(hv, args.name, user, _key_texts(args.keys))
+            present = guest.remove_keys(dom, user, _key_texts(args.keys))
     if args.keys_command != "list":
         sys.stderr.write(f"{user}@{args.name} now has {len(present)} authorized key(s)\n")
     sys.stdout.write("".join(f"{key}\n" for key in present))
@@ -181,8 +177,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_password(args: argparse.Namespace) -> int:
     given = sys.stdin.readline().rstrip("\n") if args.stdin else None
     with _hypervisor(args) as hv:
-        user = _user_of(hv, args.name, args.user)
-        password = guest.set_password(hv, args.name, user, given)
+        dom = hv.domain(args.name)
+        user = _user_of(dom, args.user)
+        password = guest.set_password(dom, user, given)
     if given is None:
         sys.stdout.write(f"password for {user}@{args.name} (shown once): {password}\n")
     else:
@@ -205,18 +202,18 @@ def own_key() -> Path:
     return private
 
 
-def ssh_endpoint(hv: Hypervisor, name: str) -> tuple[str, int]:
+def ssh_endpoint(dom: Domain) -> tuple[str, int]:
     """The guest's address (lease, agent, ARP), or with user-mode networking the host port
     forwarded to its port 22."""
-    addresses = hv.addresses(name)
+    addresses = dom.addresses()
     if addresses:
         return addresses[0].address, 22
-    forwarded = parse_domain(hv.xml(name)).forwarded_port(22)
+    forwarded = parse_domain(dom.xml()).forwarded_port(22)
     if forwarded:
         return "127.0.0.1", forwarded
     raise AgentUnavailableError(
-        f"VM '{name}' has no address to SSH to and no forwarded SSH port",
-        hint=f"use the serial console (virtainer console {name})",
+        f"VM '{dom.name}' has no address to SSH to and no forwarded SSH port",
+        hint=f"use the serial console (virtainer console {dom.name})",
     )
 
 
@@ -224,13 +221,14 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     if shutil.which("ssh") is None:
         raise NotFoundError("no ssh client here", hint="install openssh-client, or use virtainer exec")
     with _hypervisor(args) as hv:
-        user = _user_of(hv, args.name, args.user)
-        address, port = ssh_endpoint(hv, args.name)
+        dom = hv.domain(args.name)
+        user = _user_of(dom, args.user)
+        address, port = ssh_endpoint(dom)
         identity = args.identity
         if identity is None:
             identity = own_key()
             try:
-                guest.add_keys(hv, args.name, user, [identity.with_suffix(".pub").read_text()])
+                guest.add_keys(dom, user, [identity.with_suffix(".pub").read_text()])
             except AgentUnavailableError:
                 identity = None  # no agent: the user's own keys, as plain ssh would use them
     command = ["ssh", *SSH_OPTIONS, "-p", str(port)]

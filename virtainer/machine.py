@@ -20,7 +20,7 @@ from virtainer.domain import render_domain_xml
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import remove_stale_temporaries, write_atomic
-from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.hypervisor import Domain, DomainState, Hypervisor
 from virtainer.nic import save_mac, with_nic_mac
 from virtainer.readiness import Readiness, StageRecord, wait_until_ready
 from virtainer.spec import DataDisk, VmSpec
@@ -200,9 +200,10 @@ def data_disk_cloud_config(disks: tuple[DataDisk, ...], bus: str = "virtio") -> 
 def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: bool = True) -> UpResult:
     """Create (or reuse) the diff, write the seed, define and start the domain, wait until ready."""
     reporter = reporter or QuietReporter()
-    _refuse_foreign_domain(hv, spec)
-    if hv.state(spec.name).active:
-        return _already_running(spec, hv, reporter, wait)
+    existing = hv.find_domain(spec.name)
+    _refuse_foreign_domain(existing, spec)
+    if existing is not None and existing.state().active:
+        return _already_running(spec, existing, reporter, wait)
     plan = plan_up(spec, hv, reporter)
     reporter.step(f"accelerator {plan.accelerator.kind} ({plan.accelerator.reason})")
     if spec.network.mode == "network":
@@ -211,13 +212,14 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
     xml = plan.domain_xml()
     has_secret = spec.vnc is not None and bool(spec.vnc.password)  # the XML holds the VNC password
     write_atomic(spec.domain_xml_path, xml, mode=0o600 if has_secret else 0o644)
-    _forget_other_diffs_snapshots(hv, spec, reporter)
+    _forget_other_diffs_snapshots(existing, spec, reporter)
     hv.define(xml)
     crash_point("defined")
-    _restore_snapshots(hv, spec, reporter)
+    dom = hv.domain(spec.name)  # looked up once it is (re)defined: everything from here acts on it
+    _restore_snapshots(dom, spec, reporter)
     readiness = Readiness(started_at=time.time(), wanted=spec.wait_for, ready_command=spec.ready_command)
     spec.serial_log_path.unlink(missing_ok=True)  # this boot's console only
-    hv.start(spec.name)
+    dom.start()
     reporter.step(f"domain '{spec.name}' started")
     result = UpResult(
         name=spec.name,
@@ -229,21 +231,21 @@ def up(spec: VmSpec, hv: Hypervisor, reporter: Reporter | None = None, *, wait: 
         password_path=spec.password_path if generated else None,
     )
     if wait:
-        wait_ready(spec, hv, readiness, reporter)
+        wait_ready(spec, dom, readiness, reporter)
     return result
 
 
-def _forget_other_diffs_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None:
+def _forget_other_diffs_snapshots(existing: Domain | None, spec: VmSpec, reporter: Reporter) -> None:
     """A domain redefined on another diff must not list the snapshots inside the previous one."""
-    if not hv.exists(spec.name) or hv.metadata(spec.name).get("diff") == str(spec.diff_path):
+    if existing is None or existing.metadata().get("diff") == str(spec.diff_path):
         return
-    if forgotten := snapshots.forget_all(hv, spec.name):
+    if forgotten := snapshots.forget_all(existing):
         reporter.step(f"snapshots of the previous diff no longer listed: {', '.join(forgotten)}")
 
 
-def _restore_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None:
+def _restore_snapshots(dom: Domain, spec: VmSpec, reporter: Reporter) -> None:
     """Snapshots live inside the diff; libvirt learns of them again from the record beside it."""
-    report = snapshots.restore_saved(hv, spec.name, spec.diff_path)
+    report = snapshots.restore_saved(dom, spec.diff_path)
     if report.restored:
         reporter.step(f"snapshots restored from the volume: {', '.join(report.restored)}")
     for name, why in report.skipped.items():
@@ -251,7 +253,7 @@ def _restore_snapshots(hv: Hypervisor, spec: VmSpec, reporter: Reporter) -> None
 
 
 def wait_ready(
-    spec: VmSpec, hv: Hypervisor, readiness: Readiness, reporter: Reporter, stop: threading.Event | None = None
+    spec: VmSpec, dom: Domain, readiness: Readiness, reporter: Reporter, stop: threading.Event | None = None
 ) -> Readiness:
     record_path = spec.readiness_path
 
@@ -262,7 +264,7 @@ def wait_ready(
     write_atomic(record_path, readiness.to_json())
     forwarded_ssh = spec.network.incoming_port(22) if spec.network.mode == "user" else None
     return wait_until_ready(
-        hv, spec.name, readiness, timeout_s=spec.boot_timeout_s, on_stage=on_stage, stop=stop,
+        dom, readiness, timeout_s=spec.boot_timeout_s, on_stage=on_stage, stop=stop,
         ssh_endpoint=("127.0.0.1", forwarded_ssh) if forwarded_ssh else None,
     )  # fmt: skip
 
@@ -317,27 +319,27 @@ def _make_state_dir(path: Path) -> None:
     os.chmod(path, 0o755)
 
 
-def _refuse_foreign_domain(hv: Hypervisor, spec: VmSpec) -> None:
-    if not hv.exists(spec.name):
+def _refuse_foreign_domain(existing: Domain | None, spec: VmSpec) -> None:
+    if existing is None:
         return
-    metadata = hv.metadata(spec.name)
+    metadata = existing.metadata()
     if not metadata:
         raise ConflictError(f"a VM named '{spec.name}' exists and is not managed by virtainer")
-    if hv.state(spec.name).active and metadata.get("diff") != str(spec.diff_path):
+    if existing.state().active and metadata.get("diff") != str(spec.diff_path):
         raise ConflictError(
             f"VM '{spec.name}' is running on diff {metadata.get('diff')}, not {spec.diff_path}",
             hint="stop it first, or choose another name",
         )
 
 
-def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: bool) -> UpResult:
+def _already_running(spec: VmSpec, dom: Domain, reporter: Reporter, wait: bool) -> UpResult:
     reporter.step(f"VM '{spec.name}' is already running")
-    metadata = hv.metadata(spec.name)
+    metadata = dom.metadata()
     readiness = Readiness.load(spec.readiness_path) or Readiness(
         time.time(), spec.wait_for, ready_command=spec.ready_command
     )
     if wait:
-        wait_ready(spec, hv, readiness, reporter)
+        wait_ready(spec, dom, readiness, reporter)
     accelerator = AcceleratorChoice(
         "kvm" if metadata.get("accelerator") == "kvm" else "tcg", metadata.get("accelerator-reason", "")
     )
@@ -350,43 +352,50 @@ def _already_running(spec: VmSpec, hv: Hypervisor, reporter: Reporter, wait: boo
 
 def stop(hv: Hypervisor, name: str, timeout_s: float = 60.0) -> StopResult:
     """Graceful: ask the guest agent, then ACPI; destroy only when the timeout is reached."""
+    return stop_domain(hv.domain(name), timeout_s)
+
+
+def stop_domain(dom: Domain, timeout_s: float = 60.0) -> StopResult:
+    """`stop` on a domain handle the caller looked up for its operation."""
     started = time.monotonic()
     deadline = started + timeout_s
-    if not _is_active(hv, name):
-        return StopResult(name, "none", True, 0.0)
+    if not defined_state(dom).active:
+        return StopResult(dom.name, "none", True, 0.0)
     attempts: list[tuple[Literal["agent", "acpi"], float]] = []
-    if _agent_answers(hv, name):
+    if agent_answers(dom):
         attempts.append(("agent", min(timeout_s / 2, 30.0)))
     attempts.append(("acpi", timeout_s))
     for method, budget in attempts:
-        if hv.request_shutdown(name, agent=method == "agent"):
+        if dom.request_shutdown(agent=method == "agent"):
             attempt_deadline = min(deadline, time.monotonic() + budget)
-            if wait_for_shut_off(hv, name, attempt_deadline):
-                return StopResult(name, method, True, round(time.monotonic() - started, 2))
-    hv.destroy(name)
-    return StopResult(name, "destroy", False, round(time.monotonic() - started, 2))
+            if wait_for_shut_off(dom, attempt_deadline):
+                return StopResult(dom.name, method, True, round(time.monotonic() - started, 2))
+    dom.destroy()
+    return StopResult(dom.name, "destroy", False, round(time.monotonic() - started, 2))
 
 
-def _is_active(hv: Hypervisor, name: str) -> bool:
-    state = hv.state(name)
+def defined_state(dom: Domain) -> DomainState:
+    """The domain's state; NotFoundError when it was undefined since it was looked up."""
+    state = dom.state()
     if state == DomainState.UNDEFINED:
-        raise NotFoundError(f"no VM named '{name}'")
-    return state.active
+        raise NotFoundError(f"no VM named '{dom.name}'")
+    return state
 
 
-def _agent_answers(hv: Hypervisor, name: str) -> bool:
+def agent_answers(dom: Domain) -> bool:
+    """Does the guest agent answer a ping (within 2 s)? Decides how stop and reboot ask the guest."""
     try:
-        hv.agent_command(name, {"execute": "guest-ping"}, timeout_s=2)
+        dom.agent_command({"execute": "guest-ping"}, timeout_s=2)
     except HypervisorError:
         return False
     return True
 
 
-def wait_for_shut_off(hv: Hypervisor, name: str, deadline: float, interval_s: float = 0.25) -> bool:
+def wait_for_shut_off(dom: Domain, deadline: float, interval_s: float = 0.25) -> bool:
     """Poll the domain state until it is off or the monotonic deadline passes."""
     pause = threading.Event()
     while True:
-        if not hv.state(name).active:
+        if not dom.state().active:
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -395,9 +404,8 @@ def wait_for_shut_off(hv: Hypervisor, name: str, deadline: float, interval_s: fl
 
 
 def destroy(hv: Hypervisor, name: str) -> bool:
-    if hv.state(name) == DomainState.UNDEFINED:
-        raise NotFoundError(f"no VM named '{name}'")
-    return hv.destroy(name)
+    """Power off at once; False when it was not running."""
+    return hv.domain(name).destroy()
 
 
 def undefine(hv: Hypervisor, name: str) -> None:

@@ -26,7 +26,7 @@ from virtainer.diff_files import DiffFiles
 from virtainer.domain_model import recorded_stages
 from virtainer.errors import ConflictError, HypervisorError, NotFoundError
 from virtainer.guest import GuestFacts
-from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
+from virtainer.hypervisor import Domain, DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord
 from virtainer.spec import READINESS_FILE
 from virtainer.stages import missing_stages
@@ -97,30 +97,26 @@ def require_vm(hv: Hypervisor, name: str) -> DomainState:
     return state
 
 
-def require_running(hv: Hypervisor, name: str, operation: str) -> None:
-    state = require_vm(hv, name)
+def _require_active(dom: Domain, operation: str) -> None:
+    state = machine.defined_state(dom)
     if not state.active:
-        raise ConflictError(f"cannot {operation} VM '{name}': it is {state.value}", hint="start it first")
+        raise ConflictError(f"cannot {operation} VM '{dom.name}': it is {state.value}", hint="start it first")
 
 
 # -- status ---------------------------------------------------------------------------------
 
 
-def wanted_stages(hv: Hypervisor, name: str) -> tuple[str, ...]:
-    return recorded_stages(hv.metadata(name))
-
-
 def status(hv: Hypervisor, name: str, *, guest_facts: bool = True) -> VmStatus:
     """State, resources, addresses, readiness, diff; with guest_facts, what the agent reports."""
-    state = require_vm(hv, name)
     domain = hv.domain(name)
+    state = machine.defined_state(domain)
     metadata = domain.metadata()
     vcpus, memory_mib = domain.info()
     running = state == DomainState.RUNNING
     facts = None
     if running and guest_facts:
         with contextlib.suppress(HypervisorError):  # no agent (yet): no facts
-            facts = guest.facts(hv, name, patient=False)
+            facts = guest.facts(domain, patient=False)
     diff_path = metadata.get("diff", "")
     return VmStatus(
         name=name,
@@ -158,47 +154,51 @@ def _diff_base(diff_path: str) -> DiffBase | None:
 
 def start(hv: Hypervisor, name: str) -> OperationResult:
     started = time.monotonic()
-    state = require_vm(hv, name)
+    dom = hv.domain(name)
+    state = machine.defined_state(dom)
     if state.active:
         raise ConflictError(f"VM '{name}' is already {state.value}")
-    hv.start(name)
-    return _result(hv, name, "start", started)
+    dom.start()
+    return _result(dom, "start", started)
 
 
 def stop(hv: Hypervisor, name: str, timeout_s: float) -> OperationResult:
     """Graceful (agent, then ACPI); destroyed only when timeout_s passes. Says which happened."""
     started = time.monotonic()
-    require_running(hv, name, "stop")
-    done = machine.stop(hv, name, timeout_s)
-    return _result(hv, name, "stop", started, method=done.method, graceful=done.graceful)
+    dom = hv.domain(name)
+    _require_active(dom, "stop")
+    done = machine.stop_domain(dom, timeout_s)
+    return _result(dom, "stop", started, method=done.method, graceful=done.graceful)
 
 
 def reboot(hv: Hypervisor, name: str) -> OperationResult:
     started = time.monotonic()
-    require_running(hv, name, "reboot")
-    method = "agent" if machine._agent_answers(hv, name) else "acpi"  # same probe as stop
+    dom = hv.domain(name)
+    _require_active(dom, "reboot")
+    method = "agent" if machine.agent_answers(dom) else "acpi"  # same probe as stop
     try:
-        hv.reboot(name, agent=method == "agent")
+        dom.reboot(agent=method == "agent")
     except HypervisorError:
         if method == "acpi":
             raise
         method = "acpi"
-        hv.reboot(name, agent=False)
-    return _result(hv, name, "reboot", started, method=method)
+        dom.reboot(agent=False)
+    return _result(dom, "reboot", started, method=method)
 
 
 def destroy(hv: Hypervisor, name: str) -> OperationResult:
     started = time.monotonic()
-    require_running(hv, name, "destroy")
-    machine.destroy(hv, name)
-    return _result(hv, name, "destroy", started, method="destroy")
+    dom = hv.domain(name)
+    _require_active(dom, "destroy")
+    dom.destroy()
+    return _result(dom, "destroy", started, method="destroy")
 
 
 def _result(
-    hv: Hypervisor, name: str, operation: str, started: float, method: str | None = None, graceful: bool | None = None
+    dom: Domain, operation: str, started: float, method: str | None = None, graceful: bool | None = None
 ) -> OperationResult:
     elapsed = round(time.monotonic() - started, 2)
-    return OperationResult(name, operation, hv.state(name).value, elapsed, method, graceful)
+    return OperationResult(dom.name, operation, dom.state().value, elapsed, method, graceful)
 
 
 # -- snapshots ------------------------------------------------------------------------------

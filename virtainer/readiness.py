@@ -18,7 +18,7 @@ from pathlib import Path
 from virtainer import guest
 from virtainer.errors import HypervisorError, VirtainerError, WaitTimeout, one_line
 from virtainer.guest.ssh import SSH_PORT, ssh_banner
-from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.hypervisor import Domain, DomainState
 from virtainer.stages import Stage, in_order, missing_stages
 
 POLL_INTERVAL_S = 1.0
@@ -90,26 +90,26 @@ OnStage = Callable[[StageRecord], None]
 
 
 class ReadinessProbe:
-    """Checks each stage against the live guest; one instance per wait."""
+    """Checks each stage against the live guest; one instance per wait, on one domain handle."""
 
-    def __init__(self, hv: Hypervisor, name: str) -> None:
-        self.hv = hv
-        self.name = name
+    def __init__(self, dom: Domain) -> None:
+        self.dom = dom
+        self.name = dom.name
 
     def running(self) -> str | None:
-        state = self.hv.state(self.name)
+        state = self.dom.state()
         if not state.active:
             raise HypervisorError(f"VM '{self.name}' stopped while booting (state {state.value})")
         return "" if state == DomainState.RUNNING else None
 
     def ip(self) -> str | None:
-        addresses = self.hv.addresses(self.name)
+        addresses = self.dom.addresses()
         return f"{addresses[0].address} ({addresses[0].source})" if addresses else None
 
     def agent(self) -> str | None:
         """Reached when the agent answers; the detail records its version."""
         try:
-            reply = self.hv.agent_command(self.name, {"execute": "guest-info"}, timeout_s=1)
+            reply = self.dom.agent_command({"execute": "guest-info"}, timeout_s=1)
         except HypervisorError:
             return None
         version = reply.get("version") if isinstance(reply, dict) else None
@@ -120,9 +120,7 @@ class ReadinessProbe:
 
         The file comes from the guest: whatever it holds, this returns or raises StageFailed."""
         try:
-            handle = self.hv.agent_command(
-                self.name, {"execute": "guest-file-open", "arguments": {"path": CLOUD_INIT_RESULT}}
-            )
+            handle = self.dom.agent_command({"execute": "guest-file-open", "arguments": {"path": CLOUD_INIT_RESULT}})
         except HypervisorError:
             return None
         if not isinstance(handle, int) or isinstance(handle, bool):
@@ -134,14 +132,14 @@ class ReadinessProbe:
             return None  # the agent went away meanwhile: try again on the next poll
         finally:
             with contextlib.suppress(HypervisorError):
-                self.hv.agent_command(self.name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+                self.dom.agent_command({"execute": "guest-file-close", "arguments": {"handle": handle}})
         return cloud_init_outcome(content)
 
     def _read_all(self, handle: int) -> bytes:
         content = bytearray()
         while len(content) <= CLOUD_INIT_RESULT_MAX:
-            chunk = self.hv.agent_command(
-                self.name, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": AGENT_READ_CHUNK}}
+            chunk = self.dom.agent_command(
+                {"execute": "guest-file-read", "arguments": {"handle": handle, "count": AGENT_READ_CHUNK}}
             )
             if not isinstance(chunk, dict):
                 raise StageFailed("cloud-init stage failed: the guest agent's read answer is not an object")
@@ -157,7 +155,7 @@ class ReadinessProbe:
         """The user's own probe: reached when `sh -c command` exits 0 in the guest."""
         request = guest.ExecRequest(("/bin/sh", "-c", command), timeout_s=EXEC_PROBE_TIMEOUT_S)
         try:
-            done = guest.run_captured(self.hv, self.name, request)
+            done = guest.run_captured(self.dom, request)
         except HypervisorError:
             return None
         return f"exit 0 in {done.result.elapsed_s:.1f} s" if done.result.exit_code == 0 else None
@@ -186,8 +184,7 @@ def cloud_init_outcome(content: bytes) -> str:
 
 
 def wait_until_ready(
-    hv: Hypervisor,
-    name: str,
+    dom: Domain,
     readiness: Readiness,
     *,
     timeout_s: float,
@@ -199,7 +196,7 @@ def wait_until_ready(
 
     ssh_endpoint: where the guest's SSH answers when not at its address (user-mode networking:
     a forwarded port on this host)."""
-    probe = ReadinessProbe(hv, name)
+    probe = ReadinessProbe(dom)
     deadline = time.monotonic() + timeout_s
     stop = stop or threading.Event()
     while True:
@@ -208,7 +205,7 @@ def wait_until_ready(
             return readiness
         if time.monotonic() >= deadline:
             raise WaitTimeout(
-                f"VM '{name}' not ready after {timeout_s:.0f} s: still waiting for {', '.join(readiness.missing)}",
+                f"VM '{dom.name}' not ready after {timeout_s:.0f} s: still waiting for {', '.join(readiness.missing)}",
                 hint="see the serial log (virtainer console, or the log file in the state directory)",
             )
         stop.wait(POLL_INTERVAL_S)

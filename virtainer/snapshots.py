@@ -422,7 +422,7 @@ def delete(hv: Hypervisor, vm: str, name: str) -> None:
 # Restoring libvirt's metadata from the volume
 
 
-def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
+def restore_saved(dom: Domain, diff: Path) -> RestoreReport:
     """Redefine the snapshots recorded beside the diff into a freshly defined domain.
 
     Only snapshots that really are inside the diff are restored. Each one is recorded with the
@@ -434,7 +434,6 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
     if not saved:
         return RestoreReport([], {})
     inside = _names_inside(diff)
-    dom = hv.domain(vm)
     known = set(dom.snapshot_names())
     domain_xml = dom.xml(inactive=True, secure=True)  # a revert starts this one: secrets too
     disks = _disk_targets(dom, diff)
@@ -456,10 +455,9 @@ def restore_saved(hv: Hypervisor, vm: str, diff: Path) -> RestoreReport:
     return RestoreReport(restored, skipped)
 
 
-def forget_all(hv: Hypervisor, vm: str) -> list[str]:
-    """Drop libvirt's record of every snapshot of `vm`, leaving every disk as it is: the domain
-    is about to be defined on another diff, which does not hold them. Returns their names."""
-    dom = hv.domain(vm)
+def forget_all(dom: Domain) -> list[str]:
+    """Drop libvirt's record of every snapshot of the domain, leaving every disk as it is: it is
+    about to be defined on another diff, which does not hold them. Returns their names."""
     names = dom.snapshot_names()
     for name in names:
         dom.snapshot_delete(name, metadata_only=True)

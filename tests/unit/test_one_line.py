@@ -278,10 +278,12 @@ def test_result_json_errors_of_any_shape_are_reported() -> None:
 class Agent:
     """A guest agent answering file reads with what a hostile guest may send."""
 
+    name = "vm"
+
     def __init__(self, *answers: object) -> None:
         self.answers = list(answers)
 
-    def agent_command(self, _name: str, command: dict[str, object], timeout_s: int = 5) -> object:
+    def agent_command(self, command: dict[str, object], timeout_s: int = 5) -> object:
         if command["execute"] == "guest-file-close":
             raise HypervisorError("agent gone")
         return self.answers.pop(0)
@@ -295,7 +297,7 @@ class Agent:
 )  # fmt: skip
 def test_the_cloud_init_probe_never_crashes_on_agent_answers(answers: tuple[object, ...], reason: str) -> None:
     with pytest.raises(StageFailed, match=reason):
-        ReadinessProbe(Agent(*answers), "vm").cloud_init()  # type: ignore[arg-type]
+        ReadinessProbe(Agent(*answers)).cloud_init()  # type: ignore[arg-type]
 
 
 # -- snapshots: a failed thaw ---------------------------------------------------------------

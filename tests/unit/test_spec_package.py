@@ -57,5 +57,5 @@ def test_every_layer_asks_the_one_validator() -> None:
     with pytest.raises(ConfigError, match="VIRTAINER_GUEST_CONTROL_ACCESS='2': 1/true/yes/on"):
         controller_config({"VIRTAINER_GUEST_CONTROL_ACCESS": "2"})
     with pytest.raises(ConfigError, match="invalid password='<hidden>': 8 to 128 printable") as raised:
-        guest.set_password(None, "vm", "root", "short")  # type: ignore[arg-type]  # refused before any call
+        guest.set_password(None, "root", "short")  # type: ignore[arg-type]  # refused before any call
     assert "short" not in str(raised.value)

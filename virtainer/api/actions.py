@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from virtainer import guest, operations
 from virtainer.api import models
-from virtainer.hypervisor import Hypervisor
-from virtainer.operations import require_vm, wanted_stages
+from virtainer.hypervisor import Domain, Hypervisor
+from virtainer.operations import require_vm
 
-__all__ = ["require_vm", "wanted_stages"]  # the core's, re-exported for the routes
+__all__ = ["require_vm"]  # the core's, re-exported for the routes
 
 
 def vm_status(hv: Hypervisor, name: str, with_guest_facts: bool = True) -> models.VmPublic:
@@ -59,29 +59,30 @@ def delete_snapshot(hv: Hypervisor, name: str, snapshot: str) -> None:
 # -- inside the guest (its agent) -------------------------------------------------------------
 
 
-def guest_user(hv: Hypervisor, name: str, user: str | None) -> str:
+def guest_user(dom: Domain, user: str | None) -> str:
     """The user asked for, else the VM's cloud-init user, else root."""
-    require_vm(hv, name)
-    return user or hv.metadata(name).get("user") or "root"
+    return user or dom.metadata().get("user") or "root"
 
 
 def guest_facts(hv: Hypervisor, name: str) -> models.GuestFacts:
-    require_vm(hv, name)
-    return models.guest_facts_public(guest.facts(hv, name))
+    return models.guest_facts_public(guest.facts(hv.domain(name)))
 
 
 def list_keys(hv: Hypervisor, name: str, user: str | None) -> models.KeysList:
-    user = guest_user(hv, name, user)
-    return models.KeysList(user=user, keys=guest.list_keys(hv, name, user))
+    dom = hv.domain(name)
+    user = guest_user(dom, user)
+    return models.KeysList(user=user, keys=guest.list_keys(dom, user))
 
 
 def change_keys(hv: Hypervisor, name: str, change: models.KeysChange, remove: bool) -> models.KeysList:
-    user = guest_user(hv, name, change.user)
+    dom = hv.domain(name)
+    user = guest_user(dom, change.user)
     operation = guest.remove_keys if remove else guest.add_keys
-    return models.KeysList(user=user, keys=operation(hv, name, user, list(change.keys)))
+    return models.KeysList(user=user, keys=operation(dom, user, list(change.keys)))
 
 
 def set_password(hv: Hypervisor, name: str, request: models.PasswordRequest) -> models.PasswordResult:
-    user = guest_user(hv, name, request.user)
-    password = guest.set_password(hv, name, user, request.password)
+    dom = hv.domain(name)
+    user = guest_user(dom, request.user)
+    password = guest.set_password(dom, user, request.password)
     return models.PasswordResult(user=user, password=None if request.password else password)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from virtainer.api import actions, models
 from virtainer.api.events import EventHub
 from virtainer.api.settings import ApiSettings
+from virtainer.domain_model import recorded_stages
 from virtainer.errors import ConflictError, NotFoundError, VirtainerError
 from virtainer.files import write_atomic
 from virtainer.hypervisor import Hypervisor
@@ -283,11 +284,12 @@ class Backend:
 
     def _wait_ready(self, vm: str, cancel: threading.Event) -> None:
         try:
-            hv = self.hypervisor()
-            state_dir = hv.metadata(vm).get("state-dir")
-            wanted = actions.wanted_stages(hv, vm)
-            ready_command = hv.metadata(vm).get("ready-command") or None
-            readiness = Readiness(time.time(), wanted, ready_command=ready_command)  # type: ignore[arg-type]
+            dom = self.hypervisor().domain(vm)
+            metadata = dom.metadata()
+            state_dir = metadata.get("state-dir")
+            wanted = recorded_stages(metadata)
+            ready_command = metadata.get("ready-command") or None
+            readiness = Readiness(time.time(), wanted, ready_command=ready_command)
             record = Path(state_dir) / READINESS_FILE if state_dir else None
 
             def on_stage(stage: StageRecord) -> None:
@@ -302,7 +304,7 @@ class Backend:
             if record is not None:
                 write_atomic(record, readiness.to_json())
             timeout_s = VmSpec.boot_timeout_s  # the default: a definition does not record its VM's own
-            wait_until_ready(hv, vm, readiness, timeout_s=timeout_s, on_stage=on_stage, stop=cancel)
+            wait_until_ready(dom, readiness, timeout_s=timeout_s, on_stage=on_stage, stop=cancel)
             if readiness.ready and not cancel.is_set() and self.on_ready is not None:
                 self.on_ready(vm, readiness)
         except (VirtainerError, OSError) as error:  # the VM stopped or never got ready

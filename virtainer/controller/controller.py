@@ -272,7 +272,8 @@ class Controller:
         while not self.stop_requested.is_set():
             try:
                 with Hypervisor(self.config.uri) as hv:
-                    machine.wait_ready(self.spec, hv, self.readiness, self.reporter, stop=self.stop_requested)
+                    dom = hv.domain(self.spec.name)
+                    machine.wait_ready(self.spec, dom, self.readiness, self.reporter, stop=self.stop_requested)
             except HypervisorError:
                 pause.wait(MONITOR_INTERVAL_S)  # libvirtd restarting, or the guest went away
                 continue
@@ -298,7 +299,7 @@ class Controller:
         while not self.stop_requested.wait(HEALTH_PROBE_INTERVAL_S):
             try:
                 with Hypervisor(self.config.uri) as hv:
-                    passed = ReadinessProbe(hv, self.spec.name).exec_probe(command) is not None
+                    passed = ReadinessProbe(hv.domain(self.spec.name)).exec_probe(command) is not None
             except VirtainerError:
                 passed = False
             failures = 0 if passed else failures + 1

@@ -6,7 +6,7 @@ import secrets
 
 from virtainer.errors import ConfigError
 from virtainer.guest.agent import USER_NAME, _agent_needed, _patiently
-from virtainer.hypervisor import Hypervisor
+from virtainer.hypervisor import Domain
 from virtainer.validators import check_password
 
 
@@ -19,40 +19,40 @@ def check_key(key: str) -> str:
     return key
 
 
-def list_keys(hv: Hypervisor, name: str, user: str) -> list[str]:
-    with _agent_needed(hv, name, "keys list"):
-        return _patiently(lambda: hv.authorized_keys(name, _check_user(user)))
+def list_keys(dom: Domain, user: str) -> list[str]:
+    with _agent_needed(dom, "keys list"):
+        return _patiently(lambda: dom.authorized_keys(_check_user(user)))
 
 
-def add_keys(hv: Hypervisor, name: str, user: str, keys: list[str]) -> list[str]:
+def add_keys(dom: Domain, user: str, keys: list[str]) -> list[str]:
     """Append the keys (those not there yet) to the user's authorized_keys; returns the list."""
     wanted = [check_key(key) for key in keys]
-    with _agent_needed(hv, name, "keys add"):
-        present = _patiently(lambda: hv.authorized_keys(name, _check_user(user)))
+    with _agent_needed(dom, "keys add"):
+        present = _patiently(lambda: dom.authorized_keys(_check_user(user)))
         missing = [key for key in dict.fromkeys(wanted) if key not in present]
         if missing:
-            _patiently(lambda: hv.change_authorized_keys(name, user, missing, remove=False))
-        return _patiently(lambda: hv.authorized_keys(name, user))
+            _patiently(lambda: dom.change_authorized_keys(user, missing, remove=False))
+        return _patiently(lambda: dom.authorized_keys(user))
 
 
-def remove_keys(hv: Hypervisor, name: str, user: str, keys: list[str]) -> list[str]:
+def remove_keys(dom: Domain, user: str, keys: list[str]) -> list[str]:
     wanted = [check_key(key) for key in keys]
-    with _agent_needed(hv, name, "keys remove"):
-        present = _patiently(lambda: hv.authorized_keys(name, _check_user(user)))
+    with _agent_needed(dom, "keys remove"):
+        present = _patiently(lambda: dom.authorized_keys(_check_user(user)))
         # match on type and key material: the comment may differ
         material = {tuple(key.split()[:2]) for key in wanted}
         found = [key for key in present if tuple(key.split()[:2]) in material]
         if found:
-            _patiently(lambda: hv.change_authorized_keys(name, user, found, remove=True))
-        return _patiently(lambda: hv.authorized_keys(name, user))
+            _patiently(lambda: dom.change_authorized_keys(user, found, remove=True))
+        return _patiently(lambda: dom.authorized_keys(user))
 
 
-def set_password(hv: Hypervisor, name: str, user: str, password: str | None = None) -> str:
+def set_password(dom: Domain, user: str, password: str | None = None) -> str:
     """Set the user's password in the guest; random (printable, 20 characters) unless given."""
     password = password if password is not None else secrets.token_urlsafe(15)
     check_password(password)
-    with _agent_needed(hv, name, "password"):
-        _patiently(lambda: hv.set_user_password(name, _check_user(user), password))
+    with _agent_needed(dom, "password"):
+        _patiently(lambda: dom.set_user_password(_check_user(user), password))
     return password
 
 

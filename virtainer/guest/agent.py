@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from virtainer.errors import AgentUnavailableError, ConflictError, VirtainerError, WaitTimeout
 from virtainer.guest.ssh import ssh_banner
-from virtainer.hypervisor import Hypervisor
+from virtainer.hypervisor import Domain
 
 CHUNK = 1 << 20  # bytes per guest-file-read: 1.4 MB of base64 in one agent reply
 # ... but a guest-file-write request above ~256 KiB of JSON is refused by QEMU 7.2's agent ("JSON
@@ -29,12 +29,15 @@ USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", re.IGNORECASE)
 
 @dataclass
 class _Agent:
-    hv: Hypervisor
-    name: str
+    dom: Domain
+
+    @property
+    def name(self) -> str:
+        return self.dom.name
 
     def call(self, execute: str, arguments: dict[str, Any]) -> Any:
         command = {"execute": execute, "arguments": arguments}
-        return _patiently(lambda: self.hv.agent_command(self.name, command, AGENT_TIMEOUT_S))
+        return _patiently(lambda: self.dom.agent_command(command, AGENT_TIMEOUT_S))
 
     def spawn(self, argv: list[str], env: list[str], *, capture: bool = False) -> int:
         reply = self.call("guest-exec", {"path": argv[0], "arg": argv[1:], "env": env, "capture-output": capture})
@@ -119,20 +122,20 @@ def _exit_code(status: dict[str, Any]) -> int:
 
 
 @contextlib.contextmanager
-def _agent_needed(hv: Hypervisor, name: str, operation: str) -> Iterator[None]:
+def _agent_needed(dom: Domain, operation: str) -> Iterator[None]:
     try:
         yield
     except AgentUnavailableError as error:
         raise AgentUnavailableError(
-            f"{error.message}: {operation} cannot run in it", hint=f"use {fallback(hv, name)}"
+            f"{error.message}: {operation} cannot run in it", hint=f"use {fallback(dom)}"
         ) from None
 
 
-def fallback(hv: Hypervisor, name: str) -> str:
+def fallback(dom: Domain) -> str:
     """SSH when the guest answers on port 22, else its serial console."""
-    user = hv.metadata(name).get("user") or "root"
+    user = dom.metadata().get("user") or "root"
     with contextlib.suppress(VirtainerError):
-        for address in hv.addresses(name):
+        for address in dom.addresses():
             if ssh_banner(address.address):
-                return f"SSH: ssh {user}@{address.address}, or virtainer ssh {name}"
-    return f"the serial console: virtainer console {name}"
+                return f"SSH: ssh {user}@{address.address}, or virtainer ssh {dom.name}"
+    return f"the serial console: virtainer console {dom.name}"

@@ -25,7 +25,7 @@ from typing import IO, Any, Literal
 
 from virtainer.errors import ConfigError, ConflictError, WaitTimeout
 from virtainer.guest.agent import CHUNK, USER_NAME, WRITE_CHUNK, _Agent, _agent_needed, _base_env, _exit_code
-from virtainer.hypervisor import Hypervisor
+from virtainer.hypervisor import Domain
 
 GRACE_S = 30.0  # after the guest-side timeout, how long we wait for the agent to report the exit
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -100,8 +100,7 @@ class CapturedExec:
 
 
 def run(
-    hv: Hypervisor,
-    name: str,
+    dom: Domain,
     request: ExecRequest,
     on_output: OnOutput,
     *,
@@ -111,12 +110,14 @@ def run(
 ) -> ExecResult:
     """Run request.argv in the guest; on_output gets stdout and stderr as they arrive. Setting
     `cancel` (or an exception in on_output) kills the command in the guest."""
-    agent = _Agent(hv, name)
+    agent = _Agent(dom)
     started = time.monotonic()
-    with _agent_needed(hv, name, "exec"):
+    with _agent_needed(dom, "exec"):
         code, out, err = agent.shell(_SETUP)
     if code != 0 or not out.startswith(b"/tmp/virtainer-exec."):
-        raise ConflictError(f"cannot make a temporary directory in '{name}': {err.decode(errors='replace').strip()}")
+        raise ConflictError(
+            f"cannot make a temporary directory in '{dom.name}': {err.decode(errors='replace').strip()}"
+        )
     directory = out.decode()
     finished = False
     try:
@@ -136,9 +137,9 @@ def run(
     return ExecResult(_exit_code(status), signal, timed_out, round(elapsed, 3))
 
 
-def run_captured(hv: Hypervisor, name: str, request: ExecRequest, stdin: bytes | None = None) -> CapturedExec:
+def run_captured(dom: Domain, request: ExecRequest, stdin: bytes | None = None) -> CapturedExec:
     chunks: dict[Stream, list[bytes]] = {"stdout": [], "stderr": []}
-    result = run(hv, name, request, lambda stream, data: chunks[stream].append(data), stdin=stdin)
+    result = run(dom, request, lambda stream, data: chunks[stream].append(data), stdin=stdin)
     return CapturedExec(result, b"".join(chunks["stdout"]), b"".join(chunks["stderr"]))
 
 

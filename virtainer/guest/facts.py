@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from virtainer.guest.agent import _agent_needed, _patiently
-from virtainer.hypervisor import Hypervisor
+from virtainer.hypervisor import Domain
 
 T = TypeVar("T")
 
@@ -54,12 +54,12 @@ class GuestFacts:
     interfaces: tuple[GuestInterface, ...] = ()
 
 
-def agent_version(hv: Hypervisor, name: str, timeout_s: int = 5) -> str:
-    reply = hv.agent_command(name, {"execute": "guest-info"}, timeout_s)
+def agent_version(dom: Domain, timeout_s: int = 5) -> str:
+    reply = dom.agent_command({"execute": "guest-info"}, timeout_s)
     return str(reply.get("version", "")) if isinstance(reply, dict) else ""
 
 
-def facts(hv: Hypervisor, name: str, *, patient: bool = True) -> GuestFacts:
+def facts(dom: Domain, *, patient: bool = True) -> GuestFacts:
     """What the agent says about the guest: OS, kernel, hostname, users, filesystems, time zone,
     interfaces (libvirt's guestInfo), and the agent's version. Not patient: a busy agent fails
     at once (a status read must not wait)."""
@@ -67,9 +67,9 @@ def facts(hv: Hypervisor, name: str, *, patient: bool = True) -> GuestFacts:
     def ask(call: Callable[[], T]) -> T:
         return _patiently(call) if patient else call()
 
-    with _agent_needed(hv, name, "guest facts"):
-        version = ask(lambda: agent_version(hv, name))
-        info = ask(lambda: hv.guest_info(name))
+    with _agent_needed(dom, "guest facts"):
+        version = ask(lambda: agent_version(dom))
+        info = ask(lambda: dom.guest_info())
     return parse_guest_info(info, version)
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 from virtainer.errors import ConfigError, ConflictError, NotFoundError
 from virtainer.guest.agent import _agent_needed
 from virtainer.guest.execute import CapturedExec, ExecRequest, OnProgress, Stream, run
-from virtainer.hypervisor import Hypervisor
+from virtainer.hypervisor import Domain
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,7 @@ exec tar -c -f - -- "$(basename -- "$1")"
 
 
 def copy_in(
-    hv: Hypervisor,
-    name: str,
+    dom: Domain,
     source: Path,
     dest: str,
     *,
@@ -73,14 +72,13 @@ def copy_in(
         size = archive.tell()
         archive.seek(0)
         request = ExecRequest(("/bin/sh", "-c", _UNPACK, "sh", dest, base), user=user)
-        done = _run_helper(hv, name, request, "cp", stdin=archive, on_upload=on_progress)
+        done = _run_helper(dom, request, "cp", stdin=archive, on_upload=on_progress)
     _refuse_on_failure(done, dest)
-    return CopyResult(str(source), f"{name}:{dest}", size, round(time.monotonic() - started, 3))
+    return CopyResult(str(source), f"{dom.name}:{dest}", size, round(time.monotonic() - started, 3))
 
 
 def copy_out(
-    hv: Hypervisor,
-    name: str,
+    dom: Domain,
     source: str,
     dest: Path,
     *,
@@ -92,7 +90,7 @@ def copy_out(
     if source == "/":
         raise ConfigError("source", source, "a file or directory below / in the guest")
     started = time.monotonic()
-    sized = _run_helper(hv, name, ExecRequest(("/bin/sh", "-c", _PACK, "sh", source, "size"), user=user), "cp")
+    sized = _run_helper(dom, ExecRequest(("/bin/sh", "-c", _PACK, "sh", source, "size"), user=user), "cp")
     _refuse_on_failure(sized, source)
     total = int(sized.stdout.strip() or 0)
     base = source.rsplit("/", 1)[-1]
@@ -118,8 +116,8 @@ def copy_out(
 
             errors: list[bytes] = []
             request = ExecRequest(("/bin/sh", "-c", _PACK, "sh", source, "archive"), user=user)
-            with _agent_needed(hv, name, "cp"):
-                result = run(hv, name, request, collect)
+            with _agent_needed(dom, "cp"):
+                result = run(dom, request, collect)
             _refuse_on_failure(CapturedExec(result, b"", b"".join(errors)), source)
             if on_progress:
                 on_progress(total, total)
@@ -128,13 +126,13 @@ def copy_out(
         (staging / base).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return CopyResult(f"{name}:{source}", str(target), received, round(time.monotonic() - started, 3))
+    return CopyResult(f"{dom.name}:{source}", str(target), received, round(time.monotonic() - started, 3))
 
 
-def _run_helper(hv: Hypervisor, name: str, request: ExecRequest, operation: str, **options: Any) -> CapturedExec:
+def _run_helper(dom: Domain, request: ExecRequest, operation: str, **options: Any) -> CapturedExec:
     chunks: dict[Stream, list[bytes]] = {"stdout": [], "stderr": []}
-    with _agent_needed(hv, name, operation):
-        result = run(hv, name, request, lambda stream, data: chunks[stream].append(data), **options)
+    with _agent_needed(dom, operation):
+        result = run(dom, request, lambda stream, data: chunks[stream].append(data), **options)
     return CapturedExec(result, b"".join(chunks["stdout"]), b"".join(chunks["stderr"]))
 
 

@@ -133,6 +133,11 @@ class Hypervisor:
         """The domain named `name`, looked up once; NotFoundError when there is none."""
         return Domain(self.conn, self._virdomain(name), name)
 
+    def find_domain(self, name: str) -> Domain | None:
+        """The domain named `name`, looked up once, or None when there is none."""
+        found = self._lookup(name)
+        return None if found is None else Domain(self.conn, found, name)
+
     def _virdomain(self, name: str) -> libvirt.virDomain:
         try:
             return self.conn.lookupByName(name)
@@ -180,7 +185,8 @@ class Hypervisor:
         except libvirt.libvirtError as error:
             raise HypervisorError(f"cannot start the VM: {error.get_error_message()}") from None
 
-    # -- one call on one domain (see _by_name) ---------------------------------------------------
+    # -- one call on one domain (see _by_name); an operation making several calls, or any call
+    # inside the guest, fetches `domain(name)` once and passes it on
 
     start = _by_name(Domain.start)
     resume = _by_name(Domain.resume)
@@ -188,30 +194,15 @@ class Hypervisor:
     xml = _by_name(Domain.xml)
     metadata = _by_name(Domain.metadata)
     info = _by_name(Domain.info)
-    request_shutdown = _by_name(Domain.request_shutdown)
     destroy = _by_name(Domain.destroy)
-    reboot = _by_name(Domain.reboot)
     undefine = _by_name(Domain.undefine)
     addresses = _by_name(Domain.addresses)
-    agent_command = _by_name(Domain.agent_command)
-    guest_info = _by_name(Domain.guest_info)
-    authorized_keys = _by_name(Domain.authorized_keys)
-    change_authorized_keys = _by_name(Domain.change_authorized_keys)
-    set_user_password = _by_name(Domain.set_user_password)
-    fs_freeze = _by_name(Domain.fs_freeze)
     fs_thaw = _by_name(Domain.fs_thaw)
     console = _by_name(Domain.console)
     screenshot = _by_name(Domain.screenshot)
     has_display = _by_name(Domain.has_display)
     vnc_endpoint = _by_name(Domain.vnc_endpoint)
-    snapshot_create = _by_name(Domain.snapshot_create)
-    snapshot_disk_live = _by_name(Domain.snapshot_disk_live)
-    snapshot_delete_live_internal = _by_name(Domain.snapshot_delete_live_internal)
     snapshot_names = _by_name(Domain.snapshot_names)
-    snapshot_xml = _by_name(Domain.snapshot_xml)
-    snapshot_current = _by_name(Domain.snapshot_current)
-    snapshot_delete = _by_name(Domain.snapshot_delete)
-    snapshot_revert = _by_name(Domain.snapshot_revert)
 
 
 def _xml_name(xml: str) -> str:

@@ -51,8 +51,7 @@ async def exec_command(name: VmName, request: models.ExecRequest, backend: Backe
     core, stdin = request.core(), _stdin(request)
 
     def run(hv: Hypervisor) -> models.ExecOutput:
-        actions.require_vm(hv, name)
-        return models.exec_output_public(guest.run_captured(hv, name, core, stdin))
+        return models.exec_output_public(guest.run_captured(hv.domain(name), core, stdin))
 
     return await backend.run(run)
 
@@ -77,8 +76,7 @@ async def exec_stream(name: VmName, request: models.ExecRequest, backend: Backen
         loop.call_soon_threadsafe(lines.put_nowait, line.encode())
 
     def run(hv: Hypervisor) -> guest.ExecResult:
-        actions.require_vm(hv, name)
-        return guest.run(hv, name, core, on_output, stdin=stdin, cancel=cancel)
+        return guest.run(hv.domain(name), core, on_output, stdin=stdin, cancel=cancel)
 
     task = asyncio.ensure_future(backend.run(run))
     first = await _next_line(lines, task)
