@@ -28,7 +28,7 @@ from virtainer import machine, operations
 from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.cli_layout import metavar
 from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
-from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_TIMEOUT, exit_status
+from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_status
 from virtainer.guest_cli import add_commands as add_guest_commands
 from virtainer.hypervisor import DEFAULT_URI, Hypervisor
 from virtainer.orchestration.commands import add_commands as add_orchestration_commands
@@ -43,7 +43,6 @@ from virtainer.spec import (
     resolve_spec,
     settings_from_env,
     settings_from_file,
-    timeout_argument,
 )
 from virtainer.storage import DiffLock, require_system_disk
 
@@ -129,10 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     console = commands.add_parser("console", help="attach to the serial console (Ctrl+] leaves)")
     console.add_argument("name", nargs="?", default="vm")
 
-    down = commands.add_parser("down", help="graceful shutdown (agent, then ACPI, then destroy), as stop")
-    down.add_argument("name", nargs="?", default="vm")
-    down.add_argument("--timeout", type=timeout_argument, default=60.0, help="seconds before destroy (default 60)")
-
     destroy = commands.add_parser("destroy", help="power off at once (the diff is kept)")
     destroy.add_argument("name", nargs="?", default="vm")
 
@@ -142,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     screenshot = commands.add_parser("screenshot", help="save the guest's screen as an image")
     screenshot.add_argument("name", nargs="?", default="vm")
     screenshot.add_argument("-o", "--output", type=Path, help="file to write (default NAME-screen.png)")
-    COMMANDS.update(add_api_commands(commands))  # serve, start|stop|reboot, snapshot (REST API issue)
+    COMMANDS.update(add_api_commands(commands))  # serve, start|stop (down)|reboot, snapshot
     COMMANDS.update(add_orchestration_commands(commands))  # kube render|check
     COMMANDS.update(add_guest_commands(commands, _progress))  # exec, cp, keys, password, ssh
     runtime = commands.add_parser("runtime", help="register the OCI runtime with dockerd: install | uninstall")
@@ -234,18 +229,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_down(args: argparse.Namespace) -> int:
-    """The API's stop (and `virtainer stop`'s): a VM that is not running is a conflict, exit 4."""
-    with _hypervisor(args) as hv:
-        result = operations.stop(hv, args.name, args.timeout)
-    if result.graceful:
-        how = "guest agent" if result.method == "agent" else "ACPI power button"
-        out.print(f"VM '{args.name}' is off ({how}, {result.elapsed_s:.1f} s)")
-        return EXIT_OK
-    out.print(f"VM '{args.name}' did not power off within {args.timeout:.0f} s and was destroyed")
-    return EXIT_TIMEOUT
-
-
 def cmd_destroy(args: argparse.Namespace) -> int:
     with _hypervisor(args) as hv:
         operations.destroy(hv, args.name)
@@ -329,7 +312,6 @@ COMMANDS = {
     "render": cmd_render,
     "status": cmd_status,
     "console": cmd_console,
-    "down": cmd_down,
     "destroy": cmd_destroy,
     "undefine": cmd_undefine,
     "screenshot": cmd_screenshot,

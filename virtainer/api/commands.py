@@ -1,4 +1,5 @@
 """CLI commands of the API issue: `serve`, `start|stop|reboot`, `snapshot create|list|revert|delete`.
+`down` is another name of `stop`: the same operation, rule and words.
 
 The power and snapshot commands work on local libvirt, or on a running API when `--api URL` (or
 VIRTAINER_API_URL) is given, with `--token` (or VIRTAINER_API_TOKEN).
@@ -45,8 +46,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )  # fmt: skip
 
     for name, text in (("start", "start a stopped VM"), ("reboot", "reboot a running VM")):
-        _vm_command(commands.add_parser(name, help=text))
-    stop = _vm_command(commands.add_parser("stop", help="graceful stop; destroyed after --timeout"))
+        _vm_command(commands.add_parser(name, help=text)).set_defaults(operation=name)
+    stop = commands.add_parser(
+        "stop", aliases=["down"], help="graceful shutdown: guest agent, then ACPI; destroyed after --timeout"
+    )
+    _vm_command(stop).set_defaults(operation="stop")
     stop.add_argument("--timeout", type=timeout_argument, default=60.0, help="seconds before destroy (default 60)")
 
     snapshot = commands.add_parser("snapshot", help="create, list, revert or delete snapshots")
@@ -58,7 +62,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _vm_command(actions.add_parser("list", help="list snapshots"))
     for name in ("revert", "delete"):
         _vm_command(actions.add_parser(name, help=f"{name} a snapshot")).add_argument("snapshot")
-    return {"serve": cmd_serve, "start": cmd_power, "stop": cmd_power, "reboot": cmd_power, "snapshot": cmd_snapshot}
+    power = dict.fromkeys(("start", "stop", "down", "reboot"), cmd_power)
+    return {"serve": cmd_serve, **power, "snapshot": cmd_snapshot}
 
 
 def _vm_command(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -108,20 +113,29 @@ def _check_names(args: argparse.Namespace) -> None:
 def cmd_power(args: argparse.Namespace) -> int:
     _check_names(args)
     with _client(args) as client:
-        if args.command == "start":
+        if args.operation == "start":
             result = client.start(args.name)
-        elif args.command == "stop":
+        elif args.operation == "stop":
             result = client.stop(args.name, args.timeout)
         else:
             result = client.reboot(args.name)
-    _print(args, result, _describe_operation(result))
-    return EXIT_OK if result.graceful is not False else EXIT_TIMEOUT  # a forced stop, as `down`
+    text = _describe_stop(result, args.timeout) if args.operation == "stop" else _describe_operation(result)
+    _print(args, result, text)
+    return EXIT_OK if result.graceful is not False else EXIT_TIMEOUT  # a stop that had to destroy
 
 
 def _describe_operation(result: models.OperationResult) -> str:
     how = f" ({result.method})" if result.method else ""
-    forced = ", forced after the timeout" if result.graceful is False else ""
-    return f"VM '{result.vm}': {result.operation} done{how}{forced} in {result.elapsed_s:.1f} s; now {result.state}"
+    return f"VM '{result.vm}': {result.operation} done{how} in {result.elapsed_s:.1f} s; now {result.state}"
+
+
+STOPPED_BY = {"agent": "guest agent", "acpi": "ACPI power button"}
+
+
+def _describe_stop(result: models.OperationResult, timeout_s: float) -> str:
+    if result.graceful is False:
+        return f"VM '{result.vm}' did not power off within {timeout_s:.0f} s and was destroyed"
+    return f"VM '{result.vm}' is off ({STOPPED_BY.get(result.method or '', result.method)}, {result.elapsed_s:.1f} s)"
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
