@@ -110,7 +110,11 @@ def test_event_stream_reports_operations_and_lifecycle(api: ApiServer, tiny_vm: 
                 connected.set()
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
-                if any(event.get("phase") == "done" and event.get("operation") == "start" for event in events):
+                # libvirt's lifecycle event and the operation's end come by different paths, in
+                # either order: listen until both are there (the join below bounds it)
+                start_done = any(event.get("phase") == "done" and event.get("operation") == "start" for event in events)
+                started = any(event["type"] == "lifecycle" and event.get("event") == "started" for event in events)
+                if start_done and started:
                     return
 
     listener = threading.Thread(target=listen, daemon=True)
