@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtainer.errors import VirtainerError
-from virtainer.runtime.plan import QEMU, VIRTIOFSD
+from virtainer.runtime.plan import FIRMWARE, QEMU, VIRTIOFSD
 
 HERE = Path(__file__).parent
 TREE_SCRIPT = HERE / "build-tree.sh"
@@ -77,7 +77,7 @@ def find() -> Artifacts:
         raise ArtifactError(f"the {' and '.join(missing)} are not built", hint="run: virtainer runtime install")
     if not (guest / "vmlinuz").is_file() or not (guest / "initrd.gz").is_file():
         raise ArtifactError(f"{guest} lacks vmlinuz or initrd.gz", hint="run: virtainer runtime install --rebuild")
-    for binary in (QEMU, VIRTIOFSD):
+    for binary in (QEMU, VIRTIOFSD, FIRMWARE):
         if not (tree / binary.lstrip("/")).is_file():
             hint = "run: virtainer runtime install --rebuild"
             raise ArtifactError(f"the runtime tree {tree} lacks {binary}", hint=hint)

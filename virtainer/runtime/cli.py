@@ -90,6 +90,7 @@ def container_id(invocation: Invocation) -> str:
 def prepare_bundle(invocation: Invocation) -> None:
     """create/run: rewrite BUNDLE/config.json in place; the plan goes to BUNDLE/virtainer/."""
     from virtainer.runtime import artifacts, bundle
+    from virtainer.runtime.timeline import write_create_times
 
     bundle_dir = Path(invocation.arg_value("--bundle", "-b") or Path.cwd()).resolve()
     config_path = bundle_dir / "config.json"
@@ -104,6 +105,7 @@ def prepare_bundle(invocation: Invocation) -> None:
     new_config, plan = bundle.rewrite(config, bundle_dir, paths, container_id(invocation))
     run_dir.mkdir(mode=0o755, exist_ok=True)
     (run_dir / "plan.json").write_text(plan.to_json())
+    write_create_times(run_dir)
     (bundle_dir / "config.json.orig").write_text(json.dumps(config))
     temporary = config_path.with_name("config.json.virtainer-tmp")
     temporary.write_text(json.dumps(new_config, indent=1))

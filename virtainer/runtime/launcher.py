@@ -34,6 +34,7 @@ from virtainer.runtime.plan import (
     EXEC_SOCKET,
     GUEST_DIR,
     PLAN_PATH,
+    RUN_DIR,
     SHARED_CACHE,
     STATE_DIR,
     VM_ROOTFS,
@@ -41,6 +42,7 @@ from virtainer.runtime.plan import (
     Process,
 )
 from virtainer.runtime.stdio import is_dev_null, terminal_maps_newlines
+from virtainer.runtime.timeline import Timeline
 from virtainer.runtime.vm import (
     PORT_CONTROL,
     PORT_STDERR,
@@ -122,7 +124,7 @@ class Launcher:
         self.control: socket.socket | None = None
         self.control_lock = threading.Lock()
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.started = time.monotonic()
+        self.timeline = Timeline(plan.debug)
         self.exec_clients: dict[int, socket.socket] = {}
         self.next_session = 0
         self.dns_slots = threading.BoundedSemaphore(DNS_IN_FLIGHT)
@@ -134,7 +136,7 @@ class Launcher:
         config_dir.mkdir(parents=True, exist_ok=True)
         (config_dir / "qemu.conf").write_text(QEMU_CONF)
         accelerator = _accelerator(self.plan.accelerator)
-        self._stage("accelerator chosen")
+        self.timeline.mark("accelerator chosen")
         if self.plan.debug:
             log(f"accelerator {accelerator.kind}: {accelerator.reason}")
         nics = netsetup.take_over_network() if self.plan.network else []
@@ -144,8 +146,9 @@ class Launcher:
         config = guest_config(self.plan, with_stdin=with_stdin, nics=nics, onlcr=onlcr, dns_proxy=dns_proxy)
         write_initrd(Path(GUEST_DIR) / "initrd.gz", config, self.files.initrd)
         xml = render_vm_xml(self.plan, self.files, accelerator, nics)
+        self.timeline.mark("network, initramfs and domain XML ready")
         hypervisor = Hypervisor(f"qemu:///embed?root={EMBED_ROOT}")
-        self._stage("libvirt (embedded) open")
+        self.timeline.mark("libvirt (embedded) open")
         return hypervisor, xml, with_stdin
 
     def _connect(self, port: str) -> socket.socket:
@@ -153,18 +156,16 @@ class Launcher:
         sock.connect(str(self.files.socket(port)))
         return sock
 
-    def _stage(self, what: str) -> None:
-        """Debug: where the time goes, seconds since the launcher started."""
-        if self.plan.debug:
-            log(f"{time.monotonic() - self.started:6.2f} s  {what}")
-
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.timeline.create(Path(RUN_DIR))
+        self.timeline.mark("launcher process started", self.timeline.started)
+        self.timeline.mark("launcher's imports done")
         hypervisor, xml, with_stdin = self._prepare()
         try:
             hypervisor.start_transient(xml, paused=True)
-            self._stage("QEMU and virtiofsd started (paused)")
+            self.timeline.mark("libvirt started virtiofsd and QEMU (paused)")
             out = Relay(self._connect(PORT_STDOUT), 1)
             err = Relay(self._connect(PORT_STDERR), 2)
             self.control = self._connect(PORT_CONTROL)
@@ -175,7 +176,7 @@ class Launcher:
             if with_stdin:
                 threading.Thread(target=self._pump_stdin, args=(stdin,), daemon=True).start()
             hypervisor.resume(self.name)
-            self._stage("VM running")
+            self.timeline.mark("VM resumed")
             threading.Thread(target=self._serve_exec, daemon=True).start()
             if self.plan.debug:
                 threading.Thread(target=_tail, args=(self.files.console_log,), daemon=True).start()
@@ -187,7 +188,11 @@ class Launcher:
         finally:
             with contextlib.suppress(VirtainerError):
                 hypervisor.destroy(self.name)
+            self.timeline.mark("domain destroyed")
             hypervisor.close()
+            self.timeline.mark("libvirt closed")
+            for libvirt_log in sorted(Path(EMBED_ROOT).glob("log/**/*.log")):
+                self.timeline.libvirt_log(libvirt_log)
 
     def _wait_for_exit(self, hypervisor: Hypervisor, out: Relay, err: Relay) -> int:
         while True:
@@ -203,15 +208,17 @@ class Launcher:
             words = line.split()
             if len(words) == 4 and words[0] == "exit":
                 status, out_bytes, err_bytes = (int(word) for word in words[1:])
-                self._stage(f"the command exited with {status}")
+                self.timeline.mark(f"the command exited with {status}")
+                self.timeline.cpu()
                 deadline = time.monotonic() + FLUSH_DEADLINE_S
                 while (out.count < out_bytes or err.count < err_bytes) and time.monotonic() < deadline:
                     time.sleep(0.01)
                 self._send("ack")
+                self.timeline.mark("output flushed, exit acknowledged")
                 deadline = time.monotonic() + STOP_DEADLINE_S
                 while hypervisor.state(self.name) == DomainState.RUNNING and time.monotonic() < deadline:
                     time.sleep(0.05)
-                self._stage("VM powered off")
+                self.timeline.mark("VM powered off")
                 return status
 
     def _report_lost_vm(self, state: DomainState) -> None:
@@ -235,6 +242,8 @@ class Launcher:
                         self._to_exec_client(kind, rest)
                     elif kind == "dns":
                         self._forward_dns(rest)
+                    elif kind == "stage":
+                        self.timeline.guest(rest)
                     else:
                         self.lines.put(text)
         except OSError:

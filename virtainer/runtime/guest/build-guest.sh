@@ -2,10 +2,11 @@
 # build-guest.sh OUTDIR - the kernel and initramfs every `--runtime=virtainer` VM boots.
 #
 #   OUTDIR/vmlinuz    Debian cloud kernel (the linux-image-* linux-image-cloud-amd64 depends on)
-#   OUTDIR/initrd.gz  virtainer's guest init (init.c next to this script, static), busybox-static
-#                     (for debugging only: init needs nothing else), and the modules for virtio-pci,
-#                     virtio-serial, virtiofs, virtio-net, virtio-blk with their dependencies,
-#                     listed in load order in /lib/modules/load-order
+#   OUTDIR/initrd.gz  virtainer's guest init (init.c next to this script, static) and the modules
+#                     for virtio-pci, virtio-serial, virtiofs, virtio-net, virtio-blk with their
+#                     dependencies, listed in load order in /lib/modules/load-order; nothing else
+#                     (the kernel unpacks every byte of it under TCG: busybox, 1 MB, is used here
+#                     to build it, not in the guest)
 # The launcher appends a small cpio with /virtainer/config per container. Nothing comes from the
 # image being run. Needs: apt-get (current apt lists), dpkg-deb, gzip, gcc + libc6-dev.
 # Cached by the caller under a hash of this file and init.c.
@@ -27,8 +28,7 @@ dpkg-deb -x dl/busybox-static_*.deb bb
 BB=$W/bb/bin/busybox
 KVER=$(ls k/lib/modules)
 
-mkdir -p rootfs/bin rootfs/virtainer rootfs/newroot
-cp "$BB" rootfs/bin/busybox
+mkdir -p rootfs/virtainer rootfs/newroot
 gcc -static -Os -s -Wall -o rootfs/init "$HERE/init.c"
 
 # the wanted modules and their dependencies, dependencies first (modules.dep order is reversed)

@@ -13,7 +13,9 @@
  *   virtainer.control                    lines; host->guest "signal N", "winsize ROWS COLS", "ack",
  *                                        "stdin-eof N" (stdin ended after N bytes: the port stays
  *                                        open, since QEMU drops unread bytes when a socket closes);
- *                                        guest->host "exit STATUS OUT_BYTES ERR_BYTES"
+ *                                        guest->host "exit STATUS OUT_BYTES ERR_BYTES", and with
+ *                                        debug=1 "stage MS WHAT": the guest's clock (ms since its
+ *                                        kernel started) at each step of the boot
  *   DNS (dns-proxy=1: the container's resolv.conf names Docker's embedded resolver 127.0.0.11,
  *   which lives in the container's network namespace, not the VM's): init answers on
  *   127.0.0.11:53/udp in the guest and carries each query over the control port, guest->host
@@ -405,6 +407,31 @@ struct state {
     int dns_fd;            /* the DNS proxy's socket on 127.0.0.11:53, or -1 */
 };
 
+/* ---- debug: where the boot's time goes, on the guest's own clock ----------------------------- */
+
+#define MAX_STAGES 16
+static struct { long ms; const char *what; } stages[MAX_STAGES];
+static int nstages, stages_sent;
+
+static long uptime_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* recorded always (debug is known only once the config is read), sent once the control port is open */
+static void stage(const char *what) {
+    if (nstages < MAX_STAGES) stages[nstages++] = (typeof(stages[0])){uptime_ms(), what};
+}
+
+static void send_stages(int ctl_port) {
+    for (; debug && ctl_port >= 0 && stages_sent < nstages; stages_sent++) {
+        char line[128];
+        int n = snprintf(line, sizeof line, "stage %ld %s\n", stages[stages_sent].ms, stages[stages_sent].what);
+        write_all(ctl_port, line, (size_t)n);
+    }
+}
+
 /* ---- docker exec: sessions multiplexed on the control port ----------------------------------
  * host->guest  "exec ID HEX" (HEX: a config like /virtainer/config), "in ID HEX", "ineof ID",
  *              "kill ID SIG", "execsize ID ROWS COLS"
@@ -725,22 +752,28 @@ static void start_process(struct state *s) {
 
 int main(void) {
     static struct state s;
+    stage("init started");
     mount_or_die("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
     mount_or_die("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_or_die("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     read_config(&s.cfg);
     if (debug) logmsg("loading modules");
     load_modules();
+    stage("modules loaded");
     s.out_port = wait_port("virtainer.stdout", O_WRONLY);
     s.err_port = wait_port("virtainer.stderr", O_WRONLY);
     s.ctl_port = wait_port("virtainer.control", O_RDWR);
     s.in_port = s.cfg.with_stdin ? wait_port("virtainer.stdin", O_RDONLY) : -1;
+    stage("ports open");
+    send_stages(s.ctl_port);
     if (debug) logmsg("mounting the root filesystem");
     mount_root();
+    stage("root filesystem mounted");
     if (s.cfg.hostname && sethostname(s.cfg.hostname, strlen(s.cfg.hostname)) < 0)
         logmsg("hostname: %s", strerror(errno));
     setup_network(&s.cfg);
     s.dns_fd = s.cfg.dns_proxy ? open_dns_proxy() : -1;
+    stage("network configured");
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -750,6 +783,8 @@ int main(void) {
 
     if (debug) logmsg("starting %s", s.cfg.args[0]);
     start_process(&s);
+    stage("command started");
+    send_stages(s.ctl_port);
 
     long drain_deadline = 0;
     while (1) {
@@ -818,6 +853,8 @@ int main(void) {
         }
     }
     if (s.status < 0) s.status = 255;
+    stage("command exited, output relayed");
+    send_stages(s.ctl_port);
     char line[128];
     snprintf(line, sizeof line, "exit %d %llu %llu\n", s.status, s.out_bytes, s.err_bytes);
     if (debug) logmsg("%s", line);
