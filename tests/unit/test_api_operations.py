@@ -11,9 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.unit.driver import TEST_DRIVER, DriverVm, driver_vm
+from virtainer import operations, snapshots
 from virtainer.api.app import create_app
+from virtainer.api.client import RemoteClient
 from virtainer.api.settings import ApiSettings
-from virtainer.hypervisor import Hypervisor
+from virtainer.errors import ErrorKind, VirtainerError
+from virtainer.hypervisor import DomainState, Hypervisor
+from virtainer.readiness import StageRecord
 
 TOKEN = "unit-operations-" + "x" * 16
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -91,3 +95,29 @@ def test_readyz_names_the_missing_stages(client: TestClient, vm: DriverVm) -> No
     assert client.post(f"/v1/vms/{vm.name}/destroy").status_code == 200
     waiting = client.get("/readyz")
     assert waiting.status_code == 503 and error_of(waiting)["message"].endswith("waiting for: running")
+
+
+def test_the_remote_client_reads_answers_back_as_the_cores_dataclasses(client: TestClient, vm: DriverVm) -> None:
+    remote = RemoteClient("http://testserver", TOKEN)
+    remote.http.close()
+    remote.http = client  # the API in this process: the same requests, no socket
+    (status,) = remote.list_vms()
+    assert isinstance(status, operations.VmStatus) and (status.name, status.state) == (vm.name, "running")
+    assert isinstance(status.readiness.stages[0], StageRecord) and status.diff.path == str(vm.spec.diff_path)
+    created = remote.create_snapshot(vm.name, "remote", "memory", "through the API")
+    assert isinstance(created, snapshots.Snapshot) and (created.name, created.description) == (
+        "remote",
+        "through the API",
+    )
+    assert [found.name for found in remote.list_snapshots(vm.name)] == ["remote"]
+    reverted = remote.revert_snapshot(vm.name, "remote")
+    assert isinstance(reverted, snapshots.RevertResult) and reverted.state is DomainState.RUNNING
+    remote.delete_snapshot(vm.name, "remote")
+    stopped = remote.stop(vm.name, 5)
+    assert isinstance(stopped, operations.OperationResult) and (stopped.operation, stopped.state) == (
+        "stop",
+        "shut-off",
+    )
+    with pytest.raises(VirtainerError) as refused:
+        remote.stop(vm.name, 5)
+    assert refused.value.kind is ErrorKind.CONFLICT  # read back from the answer's status and code

@@ -1,33 +1,35 @@
 """The CLI's view of VM operations: local libvirt, or a running API (URL + token) over HTTP.
 
-Both return the API's models, so `virtainer stop` prints the same thing either way. Remote
-errors come back as VirtainerErrors of the kind the answer names (and so the same exit codes).
+Both return the core's dataclasses (virtainer.operations, virtainer.snapshots): the local client
+calls the operations, the remote one reads the API's JSON back into the same types. So
+`virtainer stop` prints the same thing either way, and remote errors come back as VirtainerErrors
+of the kind the answer names (and so the same exit codes).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, TypeAdapter
-
-from virtainer import errors
-from virtainer.api import actions, models
+from virtainer import errors, operations, snapshots
 from virtainer.api.statuses import kind_of_answer
 from virtainer.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
     import httpx
+    from pydantic import TypeAdapter
 
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class VmClient(Protocol):
-    def start(self, vm: str) -> models.OperationResult: ...
-    def stop(self, vm: str, timeout_s: float) -> models.OperationResult: ...
-    def reboot(self, vm: str) -> models.OperationResult: ...
-    def create_snapshot(self, vm: str, request: models.SnapshotCreate) -> models.SnapshotPublic: ...
-    def list_snapshots(self, vm: str) -> list[models.SnapshotPublic]: ...
-    def revert_snapshot(self, vm: str, snapshot: str) -> models.RevertResult: ...
+    def start(self, vm: str) -> operations.OperationResult: ...
+    def stop(self, vm: str, timeout_s: float) -> operations.OperationResult: ...
+    def reboot(self, vm: str) -> operations.OperationResult: ...
+    def create_snapshot(
+        self, vm: str, name: str | None, kind: snapshots.SnapshotKind, description: str
+    ) -> snapshots.Snapshot: ...
+    def list_snapshots(self, vm: str) -> list[snapshots.Snapshot]: ...
+    def revert_snapshot(self, vm: str, snapshot: str) -> snapshots.RevertResult: ...
     def delete_snapshot(self, vm: str, snapshot: str) -> None: ...
 
 
@@ -35,26 +37,28 @@ class LocalClient:
     def __init__(self, hv: Hypervisor) -> None:
         self.hv = hv
 
-    def start(self, vm: str) -> models.OperationResult:
-        return actions.start(self.hv, vm)
+    def start(self, vm: str) -> operations.OperationResult:
+        return operations.start(self.hv, vm)
 
-    def stop(self, vm: str, timeout_s: float) -> models.OperationResult:
-        return actions.stop(self.hv, vm, timeout_s)
+    def stop(self, vm: str, timeout_s: float) -> operations.OperationResult:
+        return operations.stop(self.hv, vm, timeout_s)
 
-    def reboot(self, vm: str) -> models.OperationResult:
-        return actions.reboot(self.hv, vm)
+    def reboot(self, vm: str) -> operations.OperationResult:
+        return operations.reboot(self.hv, vm)
 
-    def create_snapshot(self, vm: str, request: models.SnapshotCreate) -> models.SnapshotPublic:
-        return actions.create_snapshot(self.hv, vm, request)
+    def create_snapshot(
+        self, vm: str, name: str | None, kind: snapshots.SnapshotKind, description: str
+    ) -> snapshots.Snapshot:
+        return operations.create_snapshot(self.hv, vm, name, kind, description)
 
-    def list_snapshots(self, vm: str) -> list[models.SnapshotPublic]:
-        return actions.list_snapshots(self.hv, vm)
+    def list_snapshots(self, vm: str) -> list[snapshots.Snapshot]:
+        return operations.list_snapshots(self.hv, vm)
 
-    def revert_snapshot(self, vm: str, snapshot: str) -> models.RevertResult:
-        return actions.revert_snapshot(self.hv, vm, snapshot)
+    def revert_snapshot(self, vm: str, snapshot: str) -> snapshots.RevertResult:
+        return operations.revert_snapshot(self.hv, vm, snapshot)
 
     def delete_snapshot(self, vm: str, snapshot: str) -> None:
-        actions.delete_snapshot(self.hv, vm, snapshot)
+        operations.delete_snapshot(self.hv, vm, snapshot)
 
 
 class RemoteClient:
@@ -77,34 +81,51 @@ class RemoteClient:
             raise _error_from(response)
         return response.json() if response.content else None
 
-    def _model(self, kind: type[M], method: str, path: str, json: Any = None) -> M:
-        return kind.model_validate(self._call(method, path, json))
+    def _read(self, kind: type[T], method: str, path: str, json: Any = None) -> T:
+        """The answer as the core's dataclass `kind` (ValueError when it is not one)."""
+        adapter: TypeAdapter[T] = _adapter(kind)
+        return adapter.validate_python(self._call(method, path, json))
 
-    def list_vms(self) -> list[models.VmPublic]:
-        return TypeAdapter(list[models.VmPublic]).validate_python(self._call("GET", "/v1/vms"))
+    def list_vms(self) -> list[operations.VmStatus]:
+        return self._read(list[operations.VmStatus], "GET", "/v1/vms")
 
-    def start(self, vm: str) -> models.OperationResult:
-        return self._model(models.OperationResult, "POST", f"/v1/vms/{vm}/start")
+    def start(self, vm: str) -> operations.OperationResult:
+        return self._read(operations.OperationResult, "POST", f"/v1/vms/{vm}/start")
 
-    def stop(self, vm: str, timeout_s: float) -> models.OperationResult:
-        return self._model(models.OperationResult, "POST", f"/v1/vms/{vm}/stop", {"timeout_s": timeout_s})
+    def stop(self, vm: str, timeout_s: float) -> operations.OperationResult:
+        return self._read(operations.OperationResult, "POST", f"/v1/vms/{vm}/stop", {"timeout_s": timeout_s})
 
-    def reboot(self, vm: str) -> models.OperationResult:
-        return self._model(models.OperationResult, "POST", f"/v1/vms/{vm}/reboot")
+    def reboot(self, vm: str) -> operations.OperationResult:
+        return self._read(operations.OperationResult, "POST", f"/v1/vms/{vm}/reboot")
 
-    def create_snapshot(self, vm: str, request: models.SnapshotCreate) -> models.SnapshotPublic:
-        body = request.model_dump(exclude_none=True)
-        return self._model(models.SnapshotPublic, "POST", f"/v1/vms/{vm}/snapshots", body)
+    def create_snapshot(
+        self, vm: str, name: str | None, kind: snapshots.SnapshotKind, description: str
+    ) -> snapshots.Snapshot:
+        body = {"name": name, "kind": kind, "description": description}
+        request = {key: value for key, value in body.items() if value is not None}
+        return self._read(snapshots.Snapshot, "POST", f"/v1/vms/{vm}/snapshots", request)
 
-    def list_snapshots(self, vm: str) -> list[models.SnapshotPublic]:
-        adapter = TypeAdapter(list[models.SnapshotPublic])
-        return adapter.validate_python(self._call("GET", f"/v1/vms/{vm}/snapshots"))
+    def list_snapshots(self, vm: str) -> list[snapshots.Snapshot]:
+        return self._read(list[snapshots.Snapshot], "GET", f"/v1/vms/{vm}/snapshots")
 
-    def revert_snapshot(self, vm: str, snapshot: str) -> models.RevertResult:
-        return self._model(models.RevertResult, "POST", f"/v1/vms/{vm}/snapshots/{snapshot}/revert")
+    def revert_snapshot(self, vm: str, snapshot: str) -> snapshots.RevertResult:
+        return self._read(snapshots.RevertResult, "POST", f"/v1/vms/{vm}/snapshots/{snapshot}/revert")
 
     def delete_snapshot(self, vm: str, snapshot: str) -> None:
         self._call("DELETE", f"/v1/vms/{vm}/snapshots/{snapshot}")
+
+
+_ADAPTERS: dict[object, TypeAdapter[Any]] = {}  # one per type: building one costs milliseconds
+
+
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    """pydantic's reader of the dataclass `kind` (the remote path only: a local command never
+    loads pydantic)."""
+    if kind not in _ADAPTERS:
+        from pydantic import TypeAdapter
+
+        _ADAPTERS[kind] = TypeAdapter(kind)
+    return _ADAPTERS[kind]
 
 
 def _error_from(response: httpx.Response) -> errors.VirtainerError:

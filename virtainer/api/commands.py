@@ -21,10 +21,8 @@ from virtainer.exit_codes import EXIT_OK, EXIT_TIMEOUT
 from virtainer.spec import timeout_argument
 from virtainer.validators import NAME_RULE, is_name
 
-if TYPE_CHECKING:  # pydantic, the models and the clients load only when one of these commands runs
-    from pydantic import BaseModel
-
-    from virtainer import snapshots
+if TYPE_CHECKING:  # the clients load only when one of these commands runs, pydantic only for --json
+    from virtainer import operations, snapshots
     from virtainer.api import models
     from virtainer.api.client import VmClient
 
@@ -120,11 +118,11 @@ def cmd_power(args: argparse.Namespace) -> int:
         else:
             result = client.reboot(args.name)
     text = _describe_stop(result, args.timeout) if args.operation == "stop" else _describe_operation(result)
-    _print(args, result, text)
+    _print(args, text, result)
     return EXIT_OK if result.graceful is not False else EXIT_TIMEOUT  # a stop that had to destroy
 
 
-def _describe_operation(result: models.OperationResult) -> str:
+def _describe_operation(result: operations.OperationResult) -> str:
     how = f" ({result.method})" if result.method else ""
     return f"VM '{result.vm}': {result.operation} done{how} in {result.elapsed_s:.1f} s; now {result.state}"
 
@@ -132,7 +130,7 @@ def _describe_operation(result: models.OperationResult) -> str:
 STOPPED_BY = {"agent": "guest agent", "acpi": "ACPI power button"}
 
 
-def _describe_stop(result: models.OperationResult, timeout_s: float) -> str:
+def _describe_stop(result: operations.OperationResult, timeout_s: float) -> str:
     if result.graceful is False:
         return f"VM '{result.vm}' did not power off within {timeout_s:.0f} s and was destroyed"
     return f"VM '{result.vm}' is off ({STOPPED_BY.get(result.method or '', result.method)}, {result.elapsed_s:.1f} s)"
@@ -152,28 +150,37 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
                 request = models.SnapshotCreate(name=args.snapshot, kind=kind, description=args.description)
             except ValidationError as error:  # the name is checked already: the description
                 raise ConfigError("--description", args.description, error.errors()[0]["msg"]) from None
-            created = client.create_snapshot(args.name, request)
-            _print(args, created, f"snapshot '{created.name}' ({created.kind}) of VM '{args.name}' created")
+            created = client.create_snapshot(args.name, request.name, request.kind, request.description)
+            text = f"snapshot '{created.name}' ({created.kind}) of VM '{args.name}' created"
+            _print(args, text, created)
         elif action == "list":
             found = client.list_snapshots(args.name)
             _print_list(args, found)
         elif action == "revert":
             reverted = client.revert_snapshot(args.name, args.snapshot)
-            text = f"VM '{args.name}' reverted to '{args.snapshot}' in {reverted.elapsed_s:.1f} s; now {reverted.state}"
-            _print(args, reverted, text)
+            done = f"reverted to '{args.snapshot}' in {reverted.elapsed_s:.1f} s; now {reverted.state.value}"
+            _print(args, f"VM '{args.name}' {done}", reverted)
         else:
             client.delete_snapshot(args.name, args.snapshot)
             sys.stdout.write(f"snapshot '{args.snapshot}' of VM '{args.name}' deleted\n")
     return EXIT_OK
 
 
-def _print(args: argparse.Namespace, model: BaseModel, text: str) -> None:
-    sys.stdout.write((model.model_dump_json(indent=2) if args.json else text) + "\n")
-
-
-def _print_list(args: argparse.Namespace, found: list[models.SnapshotPublic]) -> None:
+def _print(args: argparse.Namespace, text: str, result: models.CoreResult) -> None:
+    """The text, or with --json the result in the API's shape (the same JSON as the API's answer)."""
     if args.json:
-        sys.stdout.write(json.dumps([item.model_dump() for item in found], indent=2) + "\n")
+        from virtainer.api.models import public  # pydantic: only for --json
+
+        text = public(result).model_dump_json(indent=2)
+    sys.stdout.write(text + "\n")
+
+
+def _print_list(args: argparse.Namespace, found: list[snapshots.Snapshot]) -> None:
+    if args.json:
+        from virtainer.api import models
+
+        shapes = [models.snapshot_public(item).model_dump() for item in found]
+        sys.stdout.write(json.dumps(shapes, indent=2) + "\n")
         return
     from datetime import UTC, datetime
 

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from virtainer import operations
 from virtainer.api.client import RemoteClient
-from virtainer.api.models import Model, VmPublic
+from virtainer.api.models import Model, VmPublic, vm_public
 from virtainer.errors import VirtainerError
 
 MAX_PARALLEL = 16
@@ -24,27 +25,44 @@ class Source:
     token: str | None = None
 
 
+@dataclass(frozen=True)
+class Member:
+    """What one source answered: its VMs, or why it could not tell."""
+
+    source: str
+    url: str
+    vms: list[operations.VmStatus]
+    error: str | None = None
+
+
 class FleetMember(Model):
+    """A member in the API's shape (GET /v1/fleet, `status --json` over a fleet)."""
+
     source: str
     url: str
     vms: list[VmPublic]
     error: str | None = None
 
 
-def ask(source: Source, timeout_s: float) -> FleetMember:
+def member_public(member: Member) -> FleetMember:
+    vms = [vm_public(vm) for vm in member.vms]
+    return FleetMember(source=member.source, url=member.url, vms=vms, error=member.error)
+
+
+def ask(source: Source, timeout_s: float) -> Member:
     client = RemoteClient(source.url, source.token, timeout_s=timeout_s)
     try:
-        return FleetMember(source=source.label, url=source.url, vms=client.list_vms())
+        return Member(source.label, source.url, client.list_vms())
     except VirtainerError as error:
-        return FleetMember(source=source.label, url=source.url, vms=[], error=str(error))
+        return Member(source.label, source.url, [], str(error))
     except ValueError as error:  # not JSON, or not a virtainer API's VM list
         first = str(error).splitlines()[0]
-        return FleetMember(source=source.label, url=source.url, vms=[], error=f"not a virtainer API: {first}")
+        return Member(source.label, source.url, [], f"not a virtainer API: {first}")
     finally:
         client.close()
 
 
-def gather(sources: Sequence[Source], timeout_s: float = 30.0) -> list[FleetMember]:
+def gather(sources: Sequence[Source], timeout_s: float = 30.0) -> list[Member]:
     """Every source's VMs, in the order given; an unreachable source has its error instead."""
     if not sources:
         return []

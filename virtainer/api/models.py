@@ -262,3 +262,15 @@ def snapshot_public(snapshot: snapshots.Snapshot) -> SnapshotPublic:
 
 def revert_public(result: snapshots.RevertResult) -> RevertResult:
     return RevertResult(snapshot=snapshot_public(result.snapshot), state=result.state.value, elapsed_s=result.elapsed_s)
+
+
+CoreResult = operations.OperationResult | snapshots.Snapshot | snapshots.RevertResult
+
+
+def public(result: CoreResult) -> Model:
+    """The API's shape of an operation's result (the CLI's --json prints the same)."""
+    if isinstance(result, operations.OperationResult):
+        return operation_public(result)
+    if isinstance(result, snapshots.Snapshot):
+        return snapshot_public(result)
+    return revert_public(result)

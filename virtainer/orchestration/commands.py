@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from virtainer.orchestration import kubernetes, kustomize
 if TYPE_CHECKING:  # the fleet view's pydantic models, HTTP client and table load only when it runs
     from rich.table import Table
 
-    from virtainer.api.fleet import FleetMember, Source
+    from virtainer.api.fleet import Member, Source
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -111,23 +112,24 @@ def fleet_sources(args: argparse.Namespace) -> list[Source]:
 
 
 def cmd_fleet_status(args: argparse.Namespace) -> int:
-    from virtainer.api.fleet import gather
+    from virtainer.api.fleet import gather, member_public
 
     members = gather(fleet_sources(args), timeout_s=args.timeout)
     if args.name:
-        members = [m.model_copy(update={"vms": [vm for vm in m.vms if vm.name == args.name]}) for m in members]
+        members = [replace(member, vms=[vm for vm in member.vms if vm.name == args.name]) for member in members]
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     for member in members:
         if member.error:
             errors.print(f"virtainer: {member.source}: {member.error}", markup=False)
     if args.json:
-        sys.stdout.write(json.dumps([member.model_dump(mode="json") for member in members], indent=2) + "\n")
+        shapes = [member_public(member).model_dump(mode="json") for member in members]
+        sys.stdout.write(json.dumps(shapes, indent=2) + "\n")
     else:
         Console(highlight=False, soft_wrap=True).print(fleet_table(members))
     return EXIT_RUNTIME if any(member.error for member in members) else EXIT_OK
 
 
-def fleet_table(members: list[FleetMember]) -> Table:
+def fleet_table(members: list[Member]) -> Table:
     from rich.table import Column, Table
 
     table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready")

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 
 from virtainer.api.deps import BackendDep
-from virtainer.api.fleet import FleetMember, Source, gather
+from virtainer.api.fleet import FleetMember, Source, gather, member_public
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
@@ -17,4 +17,4 @@ async def list_fleet(request: Request, backend: BackendDep) -> list[FleetMember]
     own = FleetMember(source="self", url=str(request.base_url).rstrip("/"), vms=await backend.statuses())
     token = str(request.app.state.token)  # peers of one fleet share its token (or open their reads)
     peers = [Source(url, url, token) for url in backend.settings.peers]
-    return [own, *await asyncio.to_thread(gather, peers)]
+    return [own, *[member_public(member) for member in await asyncio.to_thread(gather, peers)]]
