@@ -1,5 +1,6 @@
 """How the `virtainer` command presents itself: the placeholders its help shows for the VM
-settings' values, and the status table fitted to the terminal's width."""
+settings' values, and the status table fitted to the terminal's width (one VM host's, or a
+fleet's with a source column)."""
 
 from __future__ import annotations
 
@@ -54,23 +55,43 @@ def status_row(item: VmStatus) -> tuple[str, ...]:
     )
 
 
-def status_table(statuses: Sequence[VmStatus], width: int) -> Table:
-    """The table of `virtainer status`: name, state and address never cut, at any width."""
+def status_table(
+    statuses: Sequence[VmStatus], width: int, *, sources: Sequence[str] = (), unreachable: Sequence[str] = ()
+) -> Table:
+    """The table of `virtainer status`: name, state and address never cut, at any width.
+
+    The fleet view gives `sources`, one a status (the container or API it came from): they come
+    first, never cut either, and each `unreachable` source gets a row saying so."""
+    headers: tuple[str, ...] = HEADERS
+    always = ALWAYS_SHOWN
+    rows: list[tuple[str, ...]] = [status_row(item) for item in statuses]
+    if sources or unreachable:
+        headers, always = ("source", *HEADERS), ALWAYS_SHOWN + 1
+        blank = ("",) * (len(HEADERS) - 2)
+        rows = [(source, *row) for source, row in zip(sources, rows, strict=True)]
+        rows += [(source, "-", "unreachable", *blank) for source in unreachable]
+    return _fitted(headers, rows, always, width)
+
+
+def _fitted(headers: Sequence[str], rows: Sequence[Sequence[str]], always: int, width: int) -> Table:
+    """The first `always` columns whole, then each other one while it fits `width` whole."""
     from rich import box
     from rich.table import Table
 
-    rows = [status_row(item) for item in statuses]
     shown: list[int] = []
     used = -GAP
-    for index, header in enumerate(HEADERS):
+    for index, header in enumerate(headers):
         needed = max(len(line) for text in (header, *(row[index] for row in rows)) for line in text.split("\n"))
-        if index < ALWAYS_SHOWN or used + GAP + needed <= width:
+        if index < always or used + GAP + needed <= width:
             shown.append(index)
             used += GAP + needed
-    # no borders: a blank as the column separator, one more as padding (GAP)
+    # no borders: a blank as the column separator, one more as padding (GAP); wider than `width`
+    # only when the columns always shown need it (rich would cut them to fit)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    if used > width:
+        table.width = used
     for index in shown:
-        table.add_column(HEADERS[index], no_wrap=True)
+        table.add_column(headers[index], no_wrap=True)
     for row in rows:
         table.add_row(*(row[index] for index in shown))
     return table

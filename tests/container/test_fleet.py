@@ -88,9 +88,11 @@ def test_status_over_urls_and_a_fleet_file_in_one_table(three: list[Container], 
     fleet.chmod(0o600)
     done = status("--api", api_url(three[0]), "--api", api_url(three[1]), "--fleet", str(fleet))
     assert done.returncode == 0, done.stderr
-    for vm in VM_NAMES:
-        assert vm in done.stdout
-    assert done.stdout.count("running") == 3
+    # the status table with a source column: source, name, state (and the address) whole, first
+    header, _rule, *lines = done.stdout.splitlines()
+    assert header.split()[:3] == ["source", "name", "state"], done.stdout
+    rows = [line.split()[:3] for line in lines if line.strip()]
+    assert rows == [[api_url(container), vm, "running"] for container, vm in zip(three, VM_NAMES, strict=True)]
 
 
 def test_an_unreachable_member_is_one_line_and_the_rest_still_listed(three: list[Container]) -> None:

@@ -12,10 +12,12 @@ from rich.console import Console
 
 from tests.unit.driver import TEST_DRIVER, DriverVm, driver_vm
 from virtainer import cli
+from virtainer.api.fleet import Member
 from virtainer.cli_layout import HEADERS, status_table
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.operations import VmDiff, VmReadiness, VmStatus
+from virtainer.orchestration.commands import fleet_table
 from virtainer.readiness import StageRecord
 
 
@@ -92,3 +94,18 @@ def test_virtainer_status_in_80_columns(vm: DriverVm, monkeypatch: pytest.Monkey
     name, state, address = row.split()[:3]
     assert (name, state) == (vm.name, "running") and address.count(".") == 3, lines
     assert all(len(line.rstrip()) <= 80 for line in lines)
+
+
+def test_the_fleet_view_is_the_status_table_with_a_source_column() -> None:
+    member = Member("http://172.17.0.12:8470", "http://172.17.0.12:8470", [BUSY, IDLE])
+    dead = Member("fleet-gamma", "http://127.0.0.1:9", [], "cannot reach the API")
+    console = Console(width=80, file=io.StringIO(), record=True, highlight=False, soft_wrap=True)  # as the CLI's
+    console.print(fleet_table([member, dead], 80))  # 81 columns: the source, name, state and address whole
+    lines = console.export_text().splitlines()
+    assert lines[0].split()[:4] == ["source", "name", "state", "address"]
+    rows = [line.split() for line in lines[2:] if not line.startswith(" ")]  # not a second address's line
+    assert [row[:3] for row in rows] == [
+        [member.source, BUSY.name, "running"], [member.source, IDLE.name, "shut-off"],
+        [dead.source, "-", "unreachable"],
+    ]  # fmt: skip
+    assert "192.168.122.143" in lines[2] and "10.231.117.254" in lines[3]

@@ -125,22 +125,15 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         shapes = [member_public(member).model_dump(mode="json") for member in members]
         sys.stdout.write(json.dumps(shapes, indent=2) + "\n")
     else:
-        Console(highlight=False, soft_wrap=True).print(fleet_table(members))
+        out = Console(highlight=False, soft_wrap=True, markup=False)
+        out.print(fleet_table(members, out.width))
     return EXIT_RUNTIME if any(member.error for member in members) else EXIT_OK
 
 
-def fleet_table(members: list[Member]) -> Table:
-    from rich.table import Column, Table
+def fleet_table(members: list[Member], width: int) -> Table:
+    """The status table with a source column: each member's VMs, or that it is unreachable."""
+    from virtainer.cli_layout import status_table
 
-    table = Table("name", "state", "accel", "vcpus", "memory", "address", "ready")
-    table.columns.insert(0, Column("source", overflow="fold"))
-    for member in members:
-        if member.error:
-            table.add_row(member.source, "-", "unreachable", "", "", "", "", "")
-        for vm in member.vms:
-            addresses = ", ".join(address.address for address in vm.addresses)
-            table.add_row(
-                member.source, vm.name, vm.state, vm.accelerator, str(vm.vcpus), f"{vm.memory_mib}M",
-                addresses, "yes" if vm.readiness.ready else "no",
-            )  # fmt: skip
-    return table
+    vms = [(member.source, vm) for member in members for vm in member.vms]
+    unreachable = [member.source for member in members if member.error]
+    return status_table([vm for _, vm in vms], width, sources=[source for source, _ in vms], unreachable=unreachable)
