@@ -3,9 +3,11 @@
 - run: `docker run --rm --runtime=R busybox true` wall time, virtainer and runc alternating; ratio
 - stages: one debug round (VIRTAINER_DEBUG=1): the launcher's own timeline (accelerator, libvirt,
   QEMU + virtiofsd up, VM running, command done, VM off) and the kernel's time to /init
+- exec: `docker exec NAME true` in a running virtainer container and a runc one, alternating
+  (--exec-rounds each); medians, ratio
 - memory: one idle `sleep` container: the container cgroup's memory use against the guest's RAM
 
-    sudo .venv/bin/python benchmarks/runtime_bench.py [--rounds 3] [--runtime virtainer]
+    sudo .venv/bin/python benchmarks/runtime_bench.py [--rounds 3] [--exec-rounds 10] [--runtime virtainer]
 Needs the runtime registered (`virtainer runtime install`). Goals (issue 10): the run under 4 s,
 the overhead beyond guest RAM under 64 MiB.
 """
@@ -72,9 +74,33 @@ def idle_memory(image: str, runtime: str) -> tuple[float, int]:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
+def exec_latency(image: str, runtime: str, rounds: int) -> tuple[list[float], list[float]]:
+    """`docker exec NAME true` wall times in a virtainer and a runc container, interleaved."""
+    names = {kind: f"vt-bench-exec-{kind}-{int(time.time())}" for kind in ("vm", "runc")}
+    try:
+        for kind, name in names.items():
+            engine = [f"--runtime={runtime}"] if kind == "vm" else []
+            subprocess.run(["docker", "run", "-d", "--name", name, *engine, image, "sleep", "3600"],
+                           capture_output=True, check=True, timeout=120)  # fmt: skip
+        ready = ["docker", "exec", names["vm"], "true"]
+        wait_until(lambda: subprocess.run(ready, capture_output=True, check=False, timeout=120).returncode == 0,
+                   240, "docker exec to answer in the VM")  # fmt: skip
+        times: dict[str, list[float]] = {"vm": [], "runc": []}
+        for _ in range(rounds):
+            for kind, name in names.items():
+                started = time.monotonic()
+                subprocess.run(["docker", "exec", name, "true"], capture_output=True, check=True, timeout=120)
+                times[kind].append(time.monotonic() - started)
+        return times["vm"], times["runc"]
+    finally:
+        for name in names.values():
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--exec-rounds", type=int, default=10)
     parser.add_argument("--runtime", default="virtainer")
     options = parser.parse_args()
     image = busybox_image()
@@ -95,6 +121,11 @@ def main() -> int:
         print(f"  {float(seconds):6.2f} s  {what}")
     if match := KERNEL_INIT.search(debug):
         print(f"  kernel: /init starts {float(match.group(1)):.2f} s after the kernel does")
+    vm_exec, runc_exec = exec_latency(image, options.runtime, options.exec_rounds)
+    vm_median, runc_median = statistics.median(vm_exec), statistics.median(runc_exec)
+    print(f"docker exec NAME true: virtainer {vm_median:.3f} s ({min(vm_exec):.3f}-{max(vm_exec):.3f}), "
+          f"runc {runc_median:.3f} s ({min(runc_exec):.3f}-{max(runc_exec):.3f}), median of {options.exec_rounds} "
+          f"interleaved, ratio {vm_median / runc_median:.1f}")  # fmt: skip
     cgroup_mib, guest_mib = idle_memory(image, options.runtime)
     print(f"idle container: cgroup memory {cgroup_mib:.0f} MiB, guest RAM {guest_mib} MiB "
           f"(only pages the guest touched count)")  # fmt: skip

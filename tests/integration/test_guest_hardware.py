@@ -17,6 +17,7 @@ import pytest
 
 from tests.guests import TinyGuest, tiny_guest
 from tests.tiny_cli import serial_log, tiny_up_args, virtainer
+from tests.vnc import rfb_security_types
 from tests.waiting import wait_until
 from virtainer.firmware import find_ovmf
 
@@ -97,18 +98,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def rfb_security_types(port: int) -> tuple[bytes, list[int]]:
-    """The start of an RFB handshake: the server's version, our version, its security types."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as rfb:
-        version = rfb.recv(12)
-        rfb.sendall(b"RFB 003.008\n")
-        count = rfb.recv(1)[0]
-        types = b""
-        while len(types) < count:
-            types += rfb.recv(count - len(types))
-    return version, list(types)
 
 
 def test_vnc_handshake_on_the_port_and_a_screenshot(tiny: TinyGuest, vm_dir: Path, domain_name: str) -> None:

@@ -1,9 +1,12 @@
 """Container-name DNS on a user-defined network: Docker's embedded resolver (127.0.0.11, in the
-container's network namespace) answers the VM's queries, carried by the guest init and the launcher."""
+container's network namespace) answers the VM's queries (UDP and TCP), carried by the guest init and
+the launcher; several networks attached at create give the VM their interfaces, as runc does."""
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -39,3 +42,64 @@ def test_two_runtime_containers_reach_each_other_by_name(runtime: str, images: d
         script = f"grep -c '^nameserver 127.0.0.11$' /etc/resolv.conf; wget -qO- http://{server}/"
         done = run("--network", network, images["busybox"], "sh", "-c", script, runtime=runtime)
         assert (done.stdout, done.returncode) == (f"1\nhello-from-{server}\n", 0), done.stderr
+
+
+def dns_query_over_tcp(name: str) -> bytes:
+    """A DNS query for NAME's A record, as sent over TCP (RFC 1035 4.2.2: a 2-byte length first)."""
+    question = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    message = struct.pack(">HHHHHH", 0x5EED, 0x0100, 1, 0, 0, 0) + question + struct.pack(">HH", 1, 1)
+    return struct.pack(">H", len(message)) + message
+
+
+def shell_bytes(data: bytes) -> str:
+    return "".join(f"\\{byte:03o}" for byte in data)  # printf's octal escapes
+
+
+def addresses_and_routes(name: str) -> tuple[set[tuple[str, str]], set[tuple[str, ...]]]:
+    """(interface, address/prefix) of IPv4, and the IPv4 routes as (destination, via, device)."""
+    done = docker("exec", name, "sh", "-c", "ip -o -4 addr; echo --; ip -4 route", timeout=VM_TIMEOUT_S)
+    addrs_text, routes_text = done.stdout.split("--\n")
+    addresses = {(line.split()[1], line.split()[3]) for line in addrs_text.splitlines()}
+    routes = set()
+    for line in routes_text.splitlines():
+        words = line.split()
+        via = words[words.index("via") + 1] if "via" in words else ""
+        routes.add((words[0], via, words[words.index("dev") + 1]))
+    return addresses, routes
+
+
+def test_two_networks_attached_at_create_as_with_runc_and_dns_over_tcp(runtime: str, images: dict[str, str]) -> None:
+    """docker create --network A, docker network connect B, docker start (Docker 20.10 takes one
+    --network at run): the VM has eth0 on A and eth1 on B with Docker's addresses and routes."""
+    with (
+        user_network() as first, user_network() as second, removed_after(unique("peer")) as peer,
+        removed_after(unique("multi-vm")) as vm, removed_after(unique("multi-runc")) as reference,
+    ):  # fmt: skip
+        docker("run", "-d", "--network", second, "--name", peer, images["busybox"], "sleep", "600")
+        for name, engine in ((vm, [f"--runtime={runtime}"]), (reference, [])):
+            docker("create", *engine, "--network", first, "--name", name, images["busybox"], "sleep", "600")
+            docker("network", "connect", second, name)
+            docker("start", name)
+        wait_until(lambda: docker("exec", vm, "true", check=False, timeout=VM_TIMEOUT_S).returncode == 0,
+                   VM_TIMEOUT_S, "docker exec to answer in the VM")  # fmt: skip
+
+        vm_addresses, vm_routes = addresses_and_routes(vm)
+        runc_addresses, runc_routes = addresses_and_routes(reference)
+        inspect = "{{range $n, $e := .NetworkSettings.Networks}}{{$e.IPAddress}}/{{$e.IPPrefixLen}} {{end}}"
+        assigned = set(docker("inspect", "-f", inspect, vm).stdout.split())
+        assert {address for nic, address in vm_addresses if nic != "lo"} == assigned  # Docker's addresses
+
+        def by_network(addresses: set[tuple[str, str]]) -> set[tuple[str, str]]:
+            return {(nic, str(ipaddress.ip_interface(address).network)) for nic, address in addresses}
+
+        assert by_network(vm_addresses) == by_network(runc_addresses)  # eth0 on A, eth1 on B, lo
+        host_link = {route for route in vm_routes if route[0].startswith("169.254.")}  # the relays' way out
+        assert vm_routes - host_link == runc_routes  # the default route via A's gateway, both subnets
+
+        # an external name: the relay gets what Docker's resolver forwards, as runc does
+        lookups = [docker("exec", name, "nslookup", "deb.debian.org", timeout=VM_TIMEOUT_S, check=False)
+                   for name in (vm, reference)]  # fmt: skip
+        assert lookups[0].returncode == lookups[1].returncode, lookups
+        assert ("Address" in lookups[0].stdout.split("deb.debian.org")[-1]) == (
+            "Address" in lookups[1].stdout.split("deb.debian.org")[-1]
+        ), lookups

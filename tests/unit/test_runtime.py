@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,18 @@ import pytest
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.errors import ConfigError
-from virtainer.runtime import bundle, cli, install, netsetup
-from virtainer.runtime.plan import LaunchPlan, Process
-from virtainer.runtime.vm import Nic, VmFiles, guest_config, newc_archive, render_vm_xml, write_initrd
+from virtainer.runtime import bundle, cli, disks, install, netsetup
+from virtainer.runtime.plan import Disk, LaunchPlan, Process
+from virtainer.runtime.vm import (
+    AttachedDisk,
+    Nic,
+    PortRelay,
+    VmFiles,
+    guest_config,
+    newc_archive,
+    render_vm_xml,
+    write_initrd,
+)
 
 MIB = 1024 * 1024
 
@@ -144,8 +154,8 @@ def test_settings_are_validated(tmp_path: Path, image_root: Path) -> None:
     assert with_env("RUNCVM_KERNEL_APPEND=foo=1").kernel_append == "foo=1"
     with pytest.raises(ConfigError, match="VIRTAINER_ACCEL='xen': one of auto, kvm, tcg"):
         with_env("VIRTAINER_ACCEL=xen")
-    with pytest.raises(ConfigError, match="RUNCVM_DISPLAY_MODE"):
-        with_env("RUNCVM_DISPLAY_MODE=vnc")
+    with pytest.raises(ConfigError, match="RUNCVM_DISPLAY_MODE='x11': headless, serial or vnc"):
+        with_env("RUNCVM_DISPLAY_MODE=x11")
     assert with_env("RUNCVM_KERNEL_DEBUG=").accelerator == "auto"  # set but empty: off
     with pytest.raises(ConfigError, match="RUNCVM_KERNEL_DEBUG='maybe': 1/true/yes/on or 0/false/no/off"):
         with_env("RUNCVM_KERNEL_DEBUG=maybe")
@@ -257,3 +267,96 @@ def test_docker_dns_is_used_only_when_resolv_conf_names_it(tmp_path: Path) -> No
     resolv.write_text("nameserver 127.0.0.110\n# nameserver 127.0.0.11\n")
     assert not netsetup.uses_docker_dns(resolv)
     assert not netsetup.uses_docker_dns(tmp_path / "absent")
+
+
+def test_runcvm_display_and_disks_are_read_by_the_cores_parsers(tmp_path: Path, image_root: Path) -> None:
+    def with_env(*env: str) -> LaunchPlan:
+        return bundle.rewrite(docker_config(image_root, env=list(env)), tmp_path, paths(tmp_path), "abc")[1]
+
+    assert (with_env().vnc_port, with_env().video) == (None, "none")
+    vnc = with_env("RUNCVM_DISPLAY_MODE=vnc", "RUNCVM_QEMU_VNC_DISPLAY=2")
+    assert (vnc.vnc_port, vnc.video) == (5902, "virtio")  # RunCVM's default adapter with VNC
+    assert with_env("RUNCVM_DISPLAY_MODE=vnc", "RUNCVM_QEMU_VGA=std").video == "vga"
+    assert with_env("RUNCVM_DISPLAY_MODE=headless", "RUNCVM_QEMU_VNC_DISPLAY=1").vnc_port == 5901
+    assert with_env("RUNCVM_QEMU_VGA=cirrus").video == "cirrus"
+    entries = "RUNCVM_DISKS=/disks/docker,/var/lib/docker,ext4,1G;/disks/old,/srv,ext3;/raw.img,2G"
+    assert with_env(entries).disks == (
+        Disk("/disks/docker", 1024, "ext4", "/var/lib/docker"), Disk("/disks/old", None, "ext3", "/srv"),
+        Disk("/raw.img", 2048),
+    )  # fmt: skip
+    refusals = {
+        "RUNCVM_QEMU_VGA=qxl": "RUNCVM_QEMU_VGA='qxl': one of virtio, vga",
+        "RUNCVM_QEMU_VNC_DISPLAY=one": "RUNCVM_QEMU_VNC_DISPLAY='one'",
+        "RUNCVM_DISKS=/d,/home,xfs,1G": "RUNCVM_DISKS='/d,/home,xfs,1G': .*FS one of ext4, ext3, ext2",
+        "RUNCVM_DISKS=d,/home,ext4,1G": "RUNCVM_DISKS='d,/home,ext4,1G': .*absolute path in the container",
+        "RUNCVM_DISKS=/d,home,ext4,1G": "RUNCVM_DISKS='/d,home,ext4,1G': .*MOUNT must be an absolute path",
+        "RUNCVM_DISKS=/d,/home": "RUNCVM_DISKS='/d,/home'",
+    }
+    for env, message in refusals.items():
+        with pytest.raises(ConfigError, match=message):
+            with_env(env)
+    with pytest.raises(ConfigError, match="RUNCVM_QEMU_VGA='none': a display adapter for VNC"):
+        with_env("RUNCVM_DISPLAY_MODE=vnc", "RUNCVM_QEMU_VGA=none")
+    assert LaunchPlan.from_json(with_env(entries).to_json()) == with_env(entries)
+
+
+def test_domain_xml_with_disks_vnc_and_the_guest_config_with_two_nics_and_relays() -> None:
+    files = VmFiles(
+        Path("/g/vmlinuz"), Path("/run/v/initrd"), Path("/run/v/console.log"), Path("/run/v"), Path("/vm/rootfs")
+    )
+    disk = Disk("/disks/a", 1024, "ext4", "/data")
+    attached = (AttachedDisk(Path("/vm/rootfs/disks/a"), "raw", disk.serial), AttachedDisk(Path("/b"), "qcow2", "s2"))
+    shown = plan(vnc_port=5901, video="vga", disks=(disk,))
+    root = validate_domain_xml(
+        render_vm_xml(shown, files, AcceleratorChoice("tcg", "test"), [], attached, "169.254.77.1")
+    )
+    assert [(d.find("source").get("file"), d.find("driver").get("type"), d.find("target").get("dev"),
+             d.findtext("serial")) for d in root.iterfind("devices/disk")] == [
+        ("/vm/rootfs/disks/a", "raw", "vda", disk.serial), ("/b", "qcow2", "vdb", "s2")]  # fmt: skip
+    graphics = root.find("devices/graphics")
+    assert (graphics.get("type"), graphics.get("port"), graphics.get("listen")) == ("vnc", "5901", "169.254.77.1")
+    assert root.find("devices/video/model").get("type") == "vga"
+    assert root.findtext("os/cmdline").startswith("console=tty0 console=ttyS0")
+    bare = validate_domain_xml(render_vm_xml(plan(), files, AcceleratorChoice("tcg", "test"), []))
+    assert bare.find("devices/graphics") is None and bare.find("devices/video") is None
+
+    nics = [Nic(f"02:42:ac:1{i}:00:02", f"vt-tap{i}", f"172.1{i}.0.2", 16, "172.10.0.1" if i == 0 else None)
+            for i in range(2)]  # fmt: skip
+    config = guest_config(shown, with_stdin=False, nics=nics, disks=(disk, Disk("/bare", 1)),
+                          hostlink="169.254.77.1", relays=(PortRelay("0.0.0.0", 5901),))  # fmt: skip
+    words = config.split(b"\0")[:-1]
+    pairs = [(key.decode(), value.decode()) for key, value in zip(words[::2], words[1::2], strict=True)]
+    assert [value for key, value in pairs if key in ("net-mac", "net-addr", "net-gateway")] == [
+        "02:42:ac:10:00:02", "172.10.0.2", "172.10.0.1", "02:42:ac:11:00:02", "172.11.0.2", ""]  # fmt: skip
+    assert [pair for pair in pairs if pair[0].startswith("disk-")] == [
+        ("disk-serial", disk.serial),
+        ("disk-fs", "ext4"),
+        ("disk-mount", "/data"),
+    ]  # a bare disk: not mounted
+    assert ("hostlink", "169.254.77.1") in pairs and ("relay", "0.0.0.0 5901") in pairs
+
+
+def test_disks_are_created_formatted_and_filled_or_used_as_they_are(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "srv").mkdir(parents=True)
+    (rootfs / "srv" / "seed.txt").write_text("from the image")
+    (rootfs / "vol").symlink_to("/elsewhere")  # inside the image's root, not the launcher's
+    (rootfs / "elsewhere").mkdir()
+    made = disks.attach_disks((Disk("/vol/d/new.img", 8, "ext4", "/srv"),), rootfs)
+    assert made[0].source == rootfs / "elsewhere" / "d" / "new.img" and made[0].format == "raw"
+    assert made[0].source.stat().st_size == 8 << 20
+    listing = subprocess.run(["debugfs", "-R", "cat /seed.txt", str(made[0].source)], capture_output=True, text=True)
+    assert listing.stdout == "from the image"  # prepopulated from the mount directory, as RunCVM does
+    before = made[0].source.read_bytes()
+    assert disks.attach_disks((Disk("/vol/d/new.img", 8, "ext4", "/srv"),), rootfs)[0].format == "raw"
+    assert made[0].source.read_bytes() == before  # an existing disk is never formatted again
+    qcow2 = rootfs / "q.qcow2"
+    qcow2.write_bytes(b"QFI\xfb" + bytes(12))
+    assert disks.attach_disks((Disk("/q.qcow2"),), rootfs)[0].format == "qcow2"
+    qcow2.write_bytes(b"QFI\xfb" + bytes(4) + (512).to_bytes(8, "big"))
+    with pytest.raises(ConfigError, match=r"RUNCVM_DISKS='/q\.qcow2': a raw disk or a qcow2 image without a backing"):
+        disks.attach_disks((Disk("/q.qcow2"),), rootfs)
+    with pytest.raises(ConfigError, match="RUNCVM_DISKS='/absent': an existing file, or give a SIZE"):
+        disks.attach_disks((Disk("/absent", None, "ext4", "/srv"),), rootfs)
+    with pytest.raises(ConfigError, match="RUNCVM_DISKS='/srv': a regular file"):
+        disks.attach_disks((Disk("/srv"),), rootfs)

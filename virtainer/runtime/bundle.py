@@ -23,8 +23,21 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from virtainer.errors import ConfigError, VirtainerError
-from virtainer.runtime.plan import CODE_DIR, GUEST_DIR, RUN_DIR, SHARED_CACHE, STATE_DIR, VM_ROOTFS, LaunchPlan, Process
-from virtainer.validators import flag_setting
+from virtainer.runtime.plan import (
+    CODE_DIR,
+    GUEST_DIR,
+    RUN_DIR,
+    SHARED_CACHE,
+    STATE_DIR,
+    VM_ROOTFS,
+    Disk,
+    LaunchPlan,
+    Process,
+)
+from virtainer.spec import VIDEO_MODELS, VNC_BASE_PORT, parse_choice, parse_disk, parse_vnc, settings_from_env
+from virtainer.spec.reader import Reader
+from virtainer.spec.settings import SETTINGS_BY_KEY
+from virtainer.validators import Invalid, flag_setting
 
 MARK = "dev.virtainer.runtime"  # annotation: this config.json was rewritten already
 ACCEL_ANNOTATION = "dev.virtainer.accelerator"
@@ -54,8 +67,11 @@ LAUNCHER_CAPABILITIES = (
 # host devices the launcher may use: (path, major, minor), added when present on the host
 DEVICES = (("/dev/kvm", 10, 232), ("/dev/net/tun", 10, 200), ("/dev/vhost-net", 10, 238))
 DOCKER_INIT = "/sbin/docker-init"  # `docker run --init`: the VM's own init does its job
-# RunCVM options we cannot honour yet: refused by name rather than silently ignored
-UNSUPPORTED_RUNCVM = ("RUNCVM_DISPLAY_MODE", "RUNCVM_QEMU_VGA", "RUNCVM_QEMU_VNC_DISPLAY", "RUNCVM_DISKS")
+# the core's settings the runtime reads, under their VIRTAINER_* and RUNCVM_* names
+VM_SETTINGS = ("disks", "vnc", "video")
+# what the launcher formats (mke2fs, in the runtime tree) and the guest kernel mounts (ext4 built in)
+DISK_FILESYSTEMS = ("ext4", "ext3", "ext2")
+MAX_DISKS = 16  # the guest init's and the template's limit
 
 
 class BundleError(VirtainerError):
@@ -84,6 +100,7 @@ def rewrite(
     process = config.get("process") or {}
     env = list(process.get("env") or [])
     settings = dict(entry.split("=", 1) for entry in env if "=" in entry)
+    disks, vnc_port, video = _disks_and_display(settings)
     plan = LaunchPlan(
         container_id=container_id,
         process=_guest_process(process, image_root, config.get("mounts") or []),
@@ -94,10 +111,10 @@ def rewrite(
         kernel_append=settings.get("RUNCVM_KERNEL_APPEND", ""),
         debug=_flag(settings, "RUNCVM_KERNEL_DEBUG") or _flag(settings, "VIRTAINER_DEBUG"),
         network=_own_network_namespace(config),
+        disks=disks,
+        vnc_port=vnc_port,
+        video=video,
     )
-    for name in UNSUPPORTED_RUNCVM:
-        if settings.get(name):
-            raise ConfigError(name, settings[name], "not supported by virtainer's runtime yet (unset it)")
     new["root"] = {"path": str(paths.tree), "readonly": True}
     read_only = bool((config.get("root") or {}).get("readonly"))  # docker run --read-only, runc's spec
     new["mounts"] = _mounts(config.get("mounts") or [], image_root, paths, read_only=read_only)
@@ -108,6 +125,34 @@ def rewrite(
     new.setdefault("annotations", {})[MARK] = "vm"
     new["annotations"][ACCEL_ANNOTATION] = plan.accelerator
     return new, plan
+
+
+def _disks_and_display(settings: dict[str, str]) -> tuple[tuple[Disk, ...], int | None, str]:
+    """RUNCVM_DISKS, RUNCVM_DISPLAY_MODE, RUNCVM_QEMU_VGA, RUNCVM_QEMU_VNC_DISPLAY (and their
+    VIRTAINER_* names), read by the core's settings table and parsers: errors name the variable."""
+    names = {name for key in VM_SETTINGS for name in SETTINGS_BY_KEY[key].env_names}
+    read = Reader(settings_from_env({name: value for name, value in settings.items() if name in names
+                                     and name.startswith(("VIRTAINER_", "RUNCVM_"))}))  # fmt: skip
+    disks = tuple(read.items("disks", _runtime_disk))
+    if len(disks) > MAX_DISKS:
+        raise read.fail("disks", f"at most {MAX_DISKS} disks (vda to vdp)")
+    vnc = read.get("vnc", parse_vnc)
+    vnc_port = None if vnc is None else vnc or VNC_BASE_PORT  # auto: the first display, as RunCVM
+    video = read.get("video", lambda value: parse_choice(value, VIDEO_MODELS), "none" if vnc is None else "virtio")
+    if vnc_port is not None and video == "none":
+        raise read.fail("video", "a display adapter for VNC to show (virtio, vga, cirrus or bochs), or no VNC")
+    return disks, vnc_port, video
+
+
+def _runtime_disk(value: object) -> Disk:
+    """One RUNCVM_DISKS entry, in the core's grammar, with what the runtime adds: PATH is a path
+    in the container (absolute), FS one that mke2fs makes."""
+    disk = parse_disk(value)
+    if not str(value).lstrip().startswith("/"):
+        raise Invalid("PATH,MOUNT,FS[,SIZE] (or PATH[,SIZE]) with PATH an absolute path in the container")
+    if disk.filesystem is not None and disk.filesystem not in DISK_FILESYSTEMS:
+        raise Invalid(f"PATH,MOUNT,FS[,SIZE] with FS one of {', '.join(DISK_FILESYSTEMS)} (formatted with mke2fs)")
+    return Disk(path=str(disk.path), size_mib=disk.size_mib, filesystem=disk.filesystem, mount=disk.mount)
 
 
 def _own_network_namespace(config: dict[str, Any]) -> bool:

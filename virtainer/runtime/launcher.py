@@ -29,6 +29,7 @@ from virtainer.accel import AcceleratorChoice, choose_accelerator
 from virtainer.errors import VirtainerError
 from virtainer.hypervisor import DomainState, Hypervisor
 from virtainer.runtime import netsetup
+from virtainer.runtime.disks import attach_disks
 from virtainer.runtime.plan import (
     EMBED_ROOT,
     EXEC_SOCKET,
@@ -48,6 +49,7 @@ from virtainer.runtime.vm import (
     PORT_STDERR,
     PORT_STDIN,
     PORT_STDOUT,
+    PortRelay,
     VmFiles,
     domain_name,
     guest_config,
@@ -139,13 +141,21 @@ class Launcher:
         self.timeline.mark("accelerator chosen")
         if self.plan.debug:
             log(f"accelerator {accelerator.kind}: {accelerator.reason}")
+        disks = attach_disks(self.plan.disks, self.files.rootfs)  # first: a refusal changes nothing
         nics = netsetup.take_over_network() if self.plan.network else []
         with_stdin = self.plan.process.terminal or not is_dev_null(0)
         dns_proxy = bool(nics) and netsetup.uses_docker_dns(self.files.rootfs / "etc" / "resolv.conf")
         onlcr = terminal_maps_newlines(0) if self.plan.process.terminal else True
-        config = guest_config(self.plan, with_stdin=with_stdin, nics=nics, onlcr=onlcr, dns_proxy=dns_proxy)
+        relays = _relays(self.plan, dns_proxy) if nics else ()
+        hostlink = netsetup.add_host_link(nics[0]) if relays else None
+        if dns_proxy and hostlink:
+            netsetup.forward_tcp(netsetup.DOCKER_DNS[1], netsetup.DOCKER_DNS)  # DNS over TCP
+        config = guest_config(
+            self.plan, with_stdin=with_stdin, nics=nics, onlcr=onlcr, dns_proxy=dns_proxy,
+            disks=self.plan.disks, hostlink=hostlink, relays=relays,
+        )  # fmt: skip
         write_initrd(Path(GUEST_DIR) / "initrd.gz", config, self.files.initrd)
-        xml = render_vm_xml(self.plan, self.files, accelerator, nics)
+        xml = render_vm_xml(self.plan, self.files, accelerator, nics, disks, vnc_listen=hostlink or "0.0.0.0")
         self.timeline.mark("network, initramfs and domain XML ready")
         hypervisor = Hypervisor(f"qemu:///embed?root={EMBED_ROOT}")
         self.timeline.mark("libvirt (embedded) open")
@@ -360,6 +370,12 @@ class Launcher:
         tty.setraw(0)
         self._send_window_size()
         return saved
+
+
+def _relays(plan: LaunchPlan, dns_proxy: bool) -> tuple[PortRelay, ...]:
+    """The guest ports carried to the container: VNC (where -p sends it), Docker's DNS over TCP."""
+    vnc = (PortRelay("0.0.0.0", plan.vnc_port),) if plan.vnc_port else ()
+    return vnc + ((PortRelay(netsetup.DOCKER_DNS[0], netsetup.DOCKER_DNS[1]),) if dns_proxy else ())
 
 
 def _tail(path: Path) -> None:

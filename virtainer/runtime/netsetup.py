@@ -1,19 +1,25 @@
 """The VM takes over the container's network, so -p, --ip and user-defined networks work as with runc.
 
 In the container's own network namespace (never the host's: the plan says so only when Docker gave
-the container a namespace of its own), eth0's address, MAC and default route go to the VM:
-eth0 is emptied and given another MAC, then bridged with a tap that is the VM's NIC. The VM answers
-ARP for the container's address with the container's MAC, so Docker's bridge, its port mappings
-and its iptables rules see no difference. Uses iproute2's `ip` (JSON output).
+the container a namespace of its own), each ethN's address, MAC and default route go to the VM's
+NIC N (several networks attached at create: eth0, eth1...): ethN is emptied and given another MAC,
+then bridged with a tap that is the VM's NIC. The VM answers ARP for the container's address with
+the container's MAC, so Docker's bridge, its port mappings and its iptables rules see no difference.
+
+The host link: what must stay in the container (QEMU's VNC server, a way to Docker's resolver over
+TCP) is reached by the guest at HOST_LINK, a link-local /32 on eth0's bridge, through relays in the
+guest init (Docker's -p ends at the container's address, which is the VM's). Uses iproute2's `ip`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +31,10 @@ CONTAINER_NIC = "eth0"
 DOCKER_DNS = ("127.0.0.11", 53)
 DNS_TIMEOUT_S = 5.0
 DNS_MAX_BYTES = 4096
-TAP = "vt-tap0"
-BRIDGE = "vt-br0"
+TAP = "vt-tap{}"  # NIC N's tap and bridge
+BRIDGE = "vt-br{}"
+HOST_LINK = "169.254.77.1"  # link-local: no Docker network uses it; answers only on eth0's bridge
+FORWARD_CONNECTIONS = 16  # host-link connections carried at once (VNC viewers, DNS over TCP)
 
 
 class NetworkError(VirtainerError):
@@ -47,35 +55,85 @@ def local_mac(seed: str) -> str:
 
 
 def take_over_network() -> list[Nic]:
-    """Move eth0's identity to a tap for the VM; [] when the container has no eth0 or no IPv4."""
+    """Move each ethN's identity to a tap for the VM, in N's order; skipped: an ethN without IPv4."""
     links = {link["ifname"]: link for link in _ip("-j", "link", "show")}
-    if CONTAINER_NIC not in links:
-        return []
-    link = links[CONTAINER_NIC]
-    addresses = [a for entry in _ip("-j", "addr", "show", "dev", CONTAINER_NIC) for a in entry.get("addr_info", [])]
-    ipv4 = [a for a in addresses if a.get("family") == "inet"]
-    if not ipv4:
-        return []
+    names = sorted((name for name in links if re.fullmatch(r"eth\d+", name)), key=lambda name: int(name[3:]))
     routes = _ip("-j", "route", "show", "default") or []
-    gateway = next((route.get("gateway") for route in routes if route.get("dev") == CONTAINER_NIC), None)
+    nics: list[Nic] = []
+    for name in names:
+        addresses = [a for entry in _ip("-j", "addr", "show", "dev", name) for a in entry.get("addr_info", [])]
+        ipv4 = [a for a in addresses if a.get("family") == "inet"]
+        if ipv4:
+            gateway = next((route.get("gateway") for route in routes if route.get("dev") == name), None)
+            nics.append(_bridge_to_tap(links[name], ipv4[0], gateway, len(nics)))
+    return nics
+
+
+def _bridge_to_tap(link: dict[str, Any], ipv4: dict[str, Any], gateway: str | None, index: int) -> Nic:
+    name, tap, bridge = link["ifname"], TAP.format(index), BRIDGE.format(index)
     nic = Nic(
         mac=link["address"],
-        tap=TAP,
-        address=ipv4[0]["local"],
-        prefix=int(ipv4[0]["prefixlen"]),
+        tap=tap,
+        address=ipv4["local"],
+        prefix=int(ipv4["prefixlen"]),
         gateway=gateway,
         mtu=int(link.get("mtu", 1500)),
     )
-    _ip("tuntap", "add", "dev", TAP, "mode", "tap")
-    _ip("link", "add", BRIDGE, "type", "bridge")
-    _ip("link", "set", BRIDGE, "address", local_mac(nic.mac + "bridge"), "mtu", str(nic.mtu))
-    _ip("addr", "flush", "dev", CONTAINER_NIC)
-    _ip("link", "set", CONTAINER_NIC, "down")
-    _ip("link", "set", CONTAINER_NIC, "address", local_mac(nic.mac))
-    _ip("link", "set", CONTAINER_NIC, "master", BRIDGE, "up")
-    _ip("link", "set", TAP, "master", BRIDGE, "mtu", str(nic.mtu), "up")
-    _ip("link", "set", BRIDGE, "up")
-    return [nic]
+    _ip("tuntap", "add", "dev", tap, "mode", "tap")
+    _ip("link", "add", bridge, "type", "bridge")
+    _ip("link", "set", bridge, "address", local_mac(nic.mac + "bridge"), "mtu", str(nic.mtu))
+    _ip("addr", "flush", "dev", name)
+    _ip("link", "set", name, "down")
+    _ip("link", "set", name, "address", local_mac(nic.mac))
+    _ip("link", "set", name, "master", bridge, "up")
+    _ip("link", "set", tap, "master", bridge, "mtu", str(nic.mtu), "up")
+    _ip("link", "set", bridge, "up")
+    return nic
+
+
+def add_host_link(nic: Nic) -> str:
+    """HOST_LINK on the first NIC's bridge, with a route back to the VM's address; HOST_LINK."""
+    _ip("addr", "add", f"{HOST_LINK}/32", "dev", BRIDGE.format(0))
+    _ip("route", "add", f"{nic.address}/32", "dev", BRIDGE.format(0))
+    return HOST_LINK
+
+
+def forward_tcp(port: int, target: tuple[str, int]) -> None:
+    """Carry connections to HOST_LINK:port to target, in threads (the listener is bound on return)."""
+    server = socket.create_server((HOST_LINK, port), backlog=FORWARD_CONNECTIONS)
+    slots = threading.BoundedSemaphore(FORWARD_CONNECTIONS)
+
+    def serve() -> None:
+        while True:
+            client, _ = server.accept()
+            if not slots.acquire(blocking=False):
+                client.close()
+                continue
+            threading.Thread(target=_carry, args=(client, target, slots), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def _carry(client: socket.socket, target: tuple[str, int], slots: threading.BoundedSemaphore) -> None:
+    try:
+        with client, socket.create_connection(target, timeout=DNS_TIMEOUT_S) as upstream:
+            upstream.settimeout(None)
+            back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
+            back.start()
+            _copy(client, upstream)
+            back.join()
+    except OSError:
+        pass
+    finally:
+        slots.release()
+
+
+def _copy(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 def uses_docker_dns(resolv_conf: Path) -> bool:

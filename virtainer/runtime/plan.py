@@ -7,6 +7,7 @@ it, so every refusal happens at `create`, before anything exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,23 @@ class Process:
 
 
 @dataclass(frozen=True)
+class Disk:
+    """A RUNCVM_DISKS entry. path: the backing file as the container sees the image's root (the
+    launcher finds it under VM_ROOTFS, volumes included); created (sparse, raw) with size_mib and
+    formatted with filesystem, filled from the image's mount directory, when it does not exist."""
+
+    path: str
+    size_mib: int | None = None
+    filesystem: str | None = None  # ext2, ext3 or ext4 (mke2fs), with mount
+    mount: str | None = None  # where the guest mounts it; None: a bare block device
+
+    @property
+    def serial(self) -> str:
+        """How the guest init finds it (virtio-blk serials hold at most 20 bytes)."""
+        return "vt-" + hashlib.sha256(self.path.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class LaunchPlan:
     container_id: str
     process: Process
@@ -56,6 +74,9 @@ class LaunchPlan:
     kernel_append: str = ""  # RUNCVM_KERNEL_APPEND
     debug: bool = False  # RUNCVM_KERNEL_DEBUG / VIRTAINER_DEBUG: the boot is shown on stderr
     network: bool = True  # take over the container's eth0 (needs NET_ADMIN, added at create)
+    disks: tuple[Disk, ...] = ()  # RUNCVM_DISKS
+    vnc_port: int | None = None  # RUNCVM_DISPLAY_MODE=vnc / RUNCVM_QEMU_VNC_DISPLAY: 5900 + display
+    video: str = "none"  # the display adapter (RUNCVM_QEMU_VGA); one is needed for VNC
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -64,6 +85,7 @@ class LaunchPlan:
     def from_json(cls, text: str) -> LaunchPlan:
         data: dict[str, Any] = json.loads(text)
         data["process"] = Process(**data["process"])
+        data["disks"] = tuple(Disk(**disk) for disk in data.get("disks", ()))
         return cls(**data)
 
     @classmethod

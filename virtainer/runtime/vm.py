@@ -13,7 +13,7 @@ import jinja2
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.domain_model import METADATA_NS
-from virtainer.runtime.plan import FIRMWARE, QEMU, VIRTIOFSD, LaunchPlan
+from virtainer.runtime.plan import FIRMWARE, QEMU, VIRTIOFSD, Disk, LaunchPlan
 
 # virtio-serial port names, shared with guest/init.c
 PORT_STDIN = "virtainer.stdin"
@@ -42,6 +42,23 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class AttachedDisk:
+    """A RUNCVM_DISKS backing file as QEMU opens it (a path in the container)."""
+
+    source: Path
+    format: str  # raw or qcow2
+    serial: str
+
+
+@dataclass(frozen=True)
+class PortRelay:
+    """A guest TCP port (ADDR:PORT) the guest init carries to the same port at the host link."""
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
 class VmFiles:
     kernel: Path
     initrd: Path  # the per-container one: base initramfs + config
@@ -58,7 +75,9 @@ def domain_name(container_id: str) -> str:
 
 
 def kernel_cmdline(plan: LaunchPlan) -> str:
-    parts = [BASE_CMDLINE, "loglevel=7" if plan.debug else "quiet loglevel=0"]
+    # with a display: the kernel's messages on its screen too (the last console stays /dev/console)
+    parts = ["console=tty0"] if plan.video != "none" else []
+    parts += [BASE_CMDLINE, "loglevel=7" if plan.debug else "quiet loglevel=0"]
     if plan.kernel_append:
         parts.append(plan.kernel_append)
     return " ".join(parts)
@@ -71,7 +90,15 @@ def _template() -> jinja2.Template:
     return env.get_template("vm.xml.j2")
 
 
-def render_vm_xml(plan: LaunchPlan, files: VmFiles, accelerator: AcceleratorChoice, nics: list[Nic]) -> str:
+def render_vm_xml(
+    plan: LaunchPlan,
+    files: VmFiles,
+    accelerator: AcceleratorChoice,
+    nics: list[Nic],
+    disks: tuple[AttachedDisk, ...] = (),
+    vnc_listen: str = "0.0.0.0",
+) -> str:
+    """vnc_listen: where QEMU's VNC server listens in the container (the host link with a network)."""
     xml = _template().render(
         domain_type=accelerator.domain_type,
         metadata_ns=METADATA_NS,
@@ -90,6 +117,10 @@ def render_vm_xml(plan: LaunchPlan, files: VmFiles, accelerator: AcceleratorChoi
         virtiofsd=VIRTIOFSD,
         rootfs=files.rootfs,
         nics=nics,
+        disks=disks,
+        vnc_port=plan.vnc_port,
+        vnc_listen=vnc_listen,
+        video=plan.video,
         console_log=files.console_log,
         ports=[{"name": name, "path": files.socket(name)} for name in PORTS],
     )
@@ -98,12 +129,21 @@ def render_vm_xml(plan: LaunchPlan, files: VmFiles, accelerator: AcceleratorChoi
 
 
 def guest_config(
-    plan: LaunchPlan, *, with_stdin: bool, nics: list[Nic], onlcr: bool = True, dns_proxy: bool = False
+    plan: LaunchPlan,
+    *,
+    with_stdin: bool,
+    nics: list[Nic],
+    onlcr: bool = True,
+    dns_proxy: bool = False,
+    disks: tuple[Disk, ...] = (),
+    hostlink: str | None = None,
+    relays: tuple[PortRelay, ...] = (),
 ) -> bytes:
     """The guest init's configuration: NUL-separated key, value pairs (see guest/init.c).
 
     onlcr: the guest's pty maps \\n to \\r\\n, unless the terminal on our side does (runc clears
-    ONLCR on a pty it relays itself); dns_proxy: the guest answers for Docker's 127.0.0.11."""
+    ONLCR on a pty it relays itself); dns_proxy: the guest answers for Docker's 127.0.0.11; disks:
+    mounted before the process starts; relays: guest ports carried to `hostlink`, the launcher."""
     process = plan.process
     pairs: list[tuple[str, str]] = [("arg", arg) for arg in process.args]
     pairs += [("env", entry) for entry in process.env]
@@ -114,9 +154,14 @@ def guest_config(
     pairs += [("onlcr", str(int(onlcr))), ("dns-proxy", str(int(dns_proxy)))]
     if process.rows and process.cols:
         pairs += [("rows", str(process.rows)), ("cols", str(process.cols))]
-    for nic in nics[:1]:  # the guest init configures one interface
+    for nic in nics:  # eth0, eth1... in this order
         pairs += [("net-mac", nic.mac), ("net-addr", nic.address), ("net-prefix", str(nic.prefix))]
         pairs += [("net-gateway", nic.gateway or ""), ("net-mtu", str(nic.mtu or 0))]
+    for disk in disks:
+        if disk.mount and disk.filesystem:
+            pairs += [("disk-serial", disk.serial), ("disk-fs", disk.filesystem), ("disk-mount", disk.mount)]
+    if hostlink:
+        pairs += [("hostlink", hostlink)] + [("relay", f"{relay.address} {relay.port}") for relay in relays]
     for key, value in pairs:
         if "\0" in key or "\0" in value:
             raise ValueError(f"NUL byte in {key}: {shlex.quote(value)}")

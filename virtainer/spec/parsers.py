@@ -279,8 +279,9 @@ def _read_small_text(path: Path, limit: int) -> str:
 
 
 def parse_disk(value: object) -> DataDisk:
-    """RunCVM's form PATH,MOUNT,FS,SIZE, or PATH[,SIZE] for an unformatted/existing disk."""
-    accepted = "PATH (existing image), PATH,SIZE, or PATH,MOUNT,FS,SIZE (RunCVM_DISKS form)"
+    """RunCVM's form PATH,MOUNT,FS[,SIZE] (no size: PATH exists), or PATH[,SIZE] for an
+    unformatted/existing disk."""
+    accepted = "PATH (existing image), PATH,SIZE, or PATH,MOUNT,FS[,SIZE] (RunCVM_DISKS form)"
     parts = [part.strip() for part in str(value).split(",")]
     if not parts[0]:
         raise Invalid(accepted)
@@ -289,15 +290,15 @@ def parse_disk(value: object) -> DataDisk:
         return DataDisk(path=path)
     if len(parts) == 2:
         return DataDisk(path=path, size_mib=parse_size(parts[1], default_unit="G", low_mib=1, high_mib=64 << 20))
-    if len(parts) != 4:
+    if len(parts) not in (3, 4):
         raise Invalid(accepted)
-    _, mount, filesystem, size = parts
+    mount, filesystem = parts[1:3]
     if not _is_mount_point(mount):
         raise Invalid(f"{accepted}; MOUNT must be an absolute path other than /, without '.', '..', blanks or "
                       "control characters")  # fmt: skip
     if filesystem.lower() not in FILESYSTEMS:
         raise Invalid(f"{accepted}; FS one of " + ", ".join(FILESYSTEMS))
-    size_mib = parse_size(size, default_unit="G", low_mib=1, high_mib=64 << 20)
+    size_mib = parse_size(parts[3], default_unit="G", low_mib=1, high_mib=64 << 20) if len(parts) == 4 else None
     return DataDisk(path=path, size_mib=size_mib, filesystem=filesystem.lower(), mount=mount)
 
 

@@ -76,7 +76,7 @@ _TABLE: tuple[Setting, ...] = (
     Setting("password", "fixed password for the default user (asks for one explicitly)", secret=True),
     Setting("password_policy", "auto, random, fixed or none"),
     Setting("mac", "MAC address of the NIC"),
-    Setting("disks", "extra disk: PATH[,SIZE] or PATH,MOUNT,FS,SIZE", multi=True),
+    Setting("disks", "extra disk: PATH[,SIZE] or PATH,MOUNT,FS[,SIZE]", multi=True),
     Setting("network", "default, network:NAME, bridge:NAME, user or none"),
     Setting("ports", "ports that reach the guest: [tcp:|udp:]PORT[-LAST][:GUEST-PORT] ... or none "
             "(default: every port but the container's own; with user-mode networking tcp:22)"),

@@ -5,7 +5,15 @@
  * (virtiofs tag "rootfs") with /proc, /sys, /dev, /dev/pts, /dev/shm inside it, move it to / and
  * run the OCI process from /virtainer/config (appended to the initramfs by the launcher: NUL
  * separated "key\0value\0" pairs; keys arg, env, cwd, uid, gid, group, hostname, terminal, stdin,
- * rows, cols, onlcr, debug, net-*, dns-proxy).
+ * rows, cols, onlcr, debug, net-* (one group per NIC, each from its net-mac), disk-* (one group
+ * per data disk, each from its disk-serial), hostlink, relay, dns-proxy).
+ *
+ * Data disks: the virtio disk whose serial is disk-serial is mounted at disk-mount (disk-fs) in
+ * the image's root, before the process starts.
+ * Relays: "relay ADDR PORT" makes init listen on ADDR:PORT (TCP) in the guest and carry each
+ * connection to hostlink:PORT, the launcher's own address on the container side of the VM's
+ * network (a /32 reached through eth0): VNC (QEMU listens in the container, where -p cannot
+ * reach once the VM has the container's address) and DNS over TCP to Docker's resolver.
  *
  * Ports (virtio-serial, found by name in /sys/class/virtio-ports):
  *   virtainer.stdout / virtainer.stderr  the process's output, relayed from pipes (or the pty)
@@ -53,6 +61,9 @@
 #include <unistd.h>
 
 #define MAX_ITEMS 4096
+#define MAX_NICS 8
+#define MAX_DISKS 16
+#define MAX_RELAYS 4
 #define ACK_DEADLINE_MS 10000
 #define DRAIN_DEADLINE_MS 5000
 
@@ -105,9 +116,14 @@ struct config {
     int onlcr;             /* the pty maps \n to \r\n (unless the host side's terminal does it) */
     int dns_proxy;
     unsigned short rows, cols;
-    /* network: one interface, found by MAC */
-    const char *net_mac, *net_addr, *net_gateway, *net_name;
-    int net_prefix, net_mtu;
+    /* network: eth0, eth1... in this order, each found by its MAC */
+    struct nic { const char *mac, *addr, *gateway; int prefix, mtu; } nics[MAX_NICS];
+    int nnics;
+    struct disk { const char *serial, *fs, *mount; } disks[MAX_DISKS];
+    int ndisks;
+    const char *hostlink;
+    struct relay { char addr[64]; int port; } relays[MAX_RELAYS];
+    int nrelays;
 };
 
 static char *slurp(const char *path, size_t *size) {
@@ -151,11 +167,22 @@ static void parse_config(struct config *c, char *buf, size_t size) {
         else if (!strcmp(key, "rows")) c->rows = (unsigned short)atoi(value);
         else if (!strcmp(key, "cols")) c->cols = (unsigned short)atoi(value);
         else if (!strcmp(key, "debug")) debug = atoi(value);
-        else if (!strcmp(key, "net-mac")) c->net_mac = value;
-        else if (!strcmp(key, "net-addr")) c->net_addr = value;
-        else if (!strcmp(key, "net-prefix")) c->net_prefix = atoi(value);
-        else if (!strcmp(key, "net-gateway")) c->net_gateway = value;
-        else if (!strcmp(key, "net-mtu")) c->net_mtu = atoi(value);
+        else if (!strcmp(key, "net-mac") && c->nnics < MAX_NICS) c->nics[c->nnics++].mac = value;
+        else if (!strncmp(key, "net-", 4) && c->nnics > 0) {
+            struct nic *nic = &c->nics[c->nnics - 1];
+            if (!strcmp(key, "net-addr")) nic->addr = value;
+            else if (!strcmp(key, "net-prefix")) nic->prefix = atoi(value);
+            else if (!strcmp(key, "net-gateway")) nic->gateway = value;
+            else if (!strcmp(key, "net-mtu")) nic->mtu = atoi(value);
+        }
+        else if (!strcmp(key, "disk-serial") && c->ndisks < MAX_DISKS) c->disks[c->ndisks++].serial = value;
+        else if (!strcmp(key, "disk-fs") && c->ndisks > 0) c->disks[c->ndisks - 1].fs = value;
+        else if (!strcmp(key, "disk-mount") && c->ndisks > 0) c->disks[c->ndisks - 1].mount = value;
+        else if (!strcmp(key, "hostlink")) c->hostlink = value;
+        else if (!strcmp(key, "relay") && c->nrelays < MAX_RELAYS) {
+            struct relay *r = &c->relays[c->nrelays];
+            if (sscanf(value, "%63s %d", r->addr, &r->port) == 2) c->nrelays++;
+        }
         else if (!strcmp(key, "onlcr")) c->onlcr = atoi(value);
         else if (!strcmp(key, "dns-proxy")) c->dns_proxy = atoi(value);
     }
@@ -258,70 +285,122 @@ static void if_up(int sock, const char *name, int mtu) {
     if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) logmsg("%s up: %s", name, strerror(errno));
 }
 
-/* the interface whose MAC is `mac` (sysfs), renamed to eth0 like the container's */
-static int find_nic(const char *mac, char *name) {
-    long deadline = now_ms() + 5000;
+/* the entry of sysfs directory `dir` whose file `attr` holds `value` (waiting for it to appear) */
+static int find_in_sysfs(const char *dir, const char *attr, const char *value, char *name, size_t size) {
+    long deadline = now_ms() + 10000;
     while (now_ms() < deadline) {
-        DIR *dir = opendir("/sys/class/net");
+        DIR *d = opendir(dir);
         struct dirent *entry;
-        while (dir && (entry = readdir(dir))) {
-            char path[300], value[64] = {0};
-            snprintf(path, sizeof path, "/sys/class/net/%s/address", entry->d_name);
+        while (d && (entry = readdir(d))) {
+            char path[600], text[64] = {0};
+            snprintf(path, sizeof path, "%s/%s/%s", dir, entry->d_name, attr);
             int fd = open(path, O_RDONLY | O_CLOEXEC);
             if (fd < 0) continue;
-            ssize_t n = read(fd, value, sizeof value - 1);
+            ssize_t n = read(fd, text, sizeof text - 1);
             close(fd);
-            if (n > 0 && !strncasecmp(value, mac, strlen(mac))) {
-                snprintf(name, IFNAMSIZ, "%.15s", entry->d_name);
-                closedir(dir);
+            if (n > 0 && text[n - 1] == '\n') text[n - 1] = 0;
+            if (n > 0 && !strcasecmp(text, value)) {
+                snprintf(name, size, "%s", entry->d_name);
+                closedir(d);
                 return 0;
             }
         }
-        if (dir) closedir(dir);
+        if (d) closedir(d);
         usleep(10000);
     }
     return -1;
 }
 
+static void set_ipv4(int sock, const char *name, unsigned long request, const char *addr, uint32_t raw) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr; /* ifr_netmask shares it */
+    sin->sin_family = AF_INET;
+    if (addr) inet_pton(AF_INET, addr, &sin->sin_addr);
+    else sin->sin_addr.s_addr = raw;
+    if (ioctl(sock, request, &ifr) < 0) logmsg("%s %s: %s", name, addr ? addr : "netmask", strerror(errno));
+}
+
+/* a route to dst/prefix (0.0.0.0/0: the default route) via gateway, or on dev without one */
+static void add_route(int sock, const char *dst, int prefix, const char *gateway, char *dev) {
+    struct rtentry route;
+    memset(&route, 0, sizeof route);
+    struct sockaddr_in *sin = (struct sockaddr_in *)&route.rt_dst;
+    sin->sin_family = AF_INET;
+    inet_pton(AF_INET, dst, &sin->sin_addr);
+    sin = (struct sockaddr_in *)&route.rt_genmask;
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = prefix ? htonl(0xffffffffu << (32 - prefix)) : 0;
+    route.rt_flags = RTF_UP | (prefix == 32 ? RTF_HOST : 0);
+    if (gateway) {
+        sin = (struct sockaddr_in *)&route.rt_gateway;
+        sin->sin_family = AF_INET;
+        inet_pton(AF_INET, gateway, &sin->sin_addr);
+        route.rt_flags |= RTF_GATEWAY;
+    }
+    route.rt_dev = dev;
+    if (ioctl(sock, SIOCADDRT, &route) < 0) logmsg("route to %s/%d: %s", dst, prefix, strerror(errno));
+}
+
+static void rename_nic(int sock, const char *from, const char *to) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, from, IFNAMSIZ - 1);
+    strncpy(ifr.ifr_newname, to, IFNAMSIZ - 1);
+    if (ioctl(sock, SIOCSIFNAME, &ifr) < 0) logmsg("rename %s to %s: %s", from, to, strerror(errno));
+}
+
+/* each NIC named as the container's were (eth0, eth1... in the plan's order), with its address */
 static void setup_network(const struct config *c) {
     int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (sock < 0) return;
     if_up(sock, "lo", 0);
-    if (c->net_mac && c->net_addr) {
+    char names[MAX_NICS][IFNAMSIZ];
+    int found[MAX_NICS] = {0};
+    for (int i = 0; i < c->nnics; i++) { /* first aside, so that no final name is taken yet */
         char name[IFNAMSIZ];
-        if (find_nic(c->net_mac, name) < 0) { logmsg("no NIC with MAC %s", c->net_mac); close(sock); return; }
-        struct ifreq ifr;
-        memset(&ifr, 0, sizeof ifr);
-        if (strcmp(name, "eth0")) {
-            strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-            strncpy(ifr.ifr_newname, "eth0", IFNAMSIZ - 1);
-            if (ioctl(sock, SIOCSIFNAME, &ifr) == 0) strcpy(name, "eth0");
-        }
-        memset(&ifr, 0, sizeof ifr);
-        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
-        sin->sin_family = AF_INET;
-        inet_pton(AF_INET, c->net_addr, &sin->sin_addr);
-        if (ioctl(sock, SIOCSIFADDR, &ifr) < 0) logmsg("address %s: %s", c->net_addr, strerror(errno));
-        uint32_t mask = c->net_prefix ? htonl(0xffffffffu << (32 - c->net_prefix)) : 0;
-        sin = (struct sockaddr_in *)&ifr.ifr_netmask;
-        sin->sin_family = AF_INET;
-        sin->sin_addr.s_addr = mask;
-        if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0) logmsg("netmask: %s", strerror(errno));
-        if_up(sock, name, c->net_mtu);
-        if (c->net_gateway && *c->net_gateway) {
-            struct rtentry route;
-            memset(&route, 0, sizeof route);
-            ((struct sockaddr_in *)&route.rt_dst)->sin_family = AF_INET;
-            ((struct sockaddr_in *)&route.rt_genmask)->sin_family = AF_INET;
-            sin = (struct sockaddr_in *)&route.rt_gateway;
-            sin->sin_family = AF_INET;
-            inet_pton(AF_INET, c->net_gateway, &sin->sin_addr);
-            route.rt_flags = RTF_UP | RTF_GATEWAY;
-            if (ioctl(sock, SIOCADDRT, &route) < 0) logmsg("default route via %s: %s", c->net_gateway, strerror(errno));
-        }
+        if (!c->nics[i].mac || find_in_sysfs("/sys/class/net", "address", c->nics[i].mac, name, sizeof name) < 0) { logmsg("no NIC with MAC %s", c->nics[i].mac); continue; }
+        snprintf(names[i], IFNAMSIZ, "vtnet%d", i);
+        rename_nic(sock, name, names[i]);
+        found[i] = 1;
     }
+    for (int i = 0; i < c->nnics; i++) {
+        if (!found[i]) continue;
+        char final[IFNAMSIZ];
+        snprintf(final, sizeof final, "eth%d", i);
+        rename_nic(sock, names[i], final);
+        const struct nic *nic = &c->nics[i];
+        if (!nic->addr) continue;
+        set_ipv4(sock, final, SIOCSIFADDR, nic->addr, 0);
+        set_ipv4(sock, final, SIOCSIFNETMASK, NULL, nic->prefix ? htonl(0xffffffffu << (32 - nic->prefix)) : 0);
+        if_up(sock, final, nic->mtu);
+        if (nic->gateway && *nic->gateway) add_route(sock, "0.0.0.0", 0, nic->gateway, final);
+    }
+    if (c->hostlink && c->nnics > 0 && found[0]) add_route(sock, c->hostlink, 32, NULL, "eth0");
     close(sock);
+}
+
+/* ---- data disks ----------------------------------------------------------------------------- */
+
+static void make_dirs(const char *path) {
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    for (char *p = copy + 1; *p; p++)
+        if (*p == '/') { *p = 0; mkdir(copy, 0755); *p = '/'; }
+    mkdir(copy, 0755);
+}
+
+static void mount_disks(const struct config *c) {
+    for (int i = 0; i < c->ndisks; i++) {
+        const struct disk *d = &c->disks[i];
+        char name[256], dev[300];
+        if (!d->serial || !d->fs || !d->mount) continue;
+        if (find_in_sysfs("/sys/block", "serial", d->serial, name, sizeof name) < 0) die("no data disk with serial %s", d->serial);
+        snprintf(dev, sizeof dev, "/dev/%s", name);
+        make_dirs(d->mount);
+        if (mount(dev, d->mount, d->fs, 0, NULL) < 0) die("mount %s (%s) on %s: %s", dev, d->fs, d->mount, strerror(errno));
+    }
 }
 
 /* ---- the process ---------------------------------------------------------------------------- */
@@ -386,6 +465,59 @@ static int write_all(int fd, const char *buf, size_t len) {
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* ---- relays: a guest TCP port carried to the launcher (see the top) ------------------------ */
+
+static void copy_both_ways(int a, int b) {
+    char buf[65536];
+    struct pollfd fds[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!fds[i].revents) continue;
+            ssize_t n = read(fds[i].fd, buf, sizeof buf);
+            if (n <= 0 || write_all(fds[1 - i].fd, buf, (size_t)n) < 0) return; /* either end closed */
+        }
+    }
+}
+
+static void serve_relay(int server, const char *hostlink, int port) {
+    signal(SIGCHLD, SIG_IGN); /* connection children reap themselves */
+    for (;;) {
+        int client = accept4(server, NULL, NULL, SOCK_CLOEXEC);
+        if (client < 0) continue;
+        if (fork() == 0) {
+            int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+            inet_pton(AF_INET, hostlink, &to.sin_addr);
+            if (up >= 0 && connect(up, (struct sockaddr *)&to, sizeof to) == 0) copy_both_ways(client, up);
+            else logmsg("relay to %s:%d: %s", hostlink, port, strerror(errno));
+            _exit(0);
+        }
+        close(client);
+    }
+}
+
+/* each relay listens before the process starts (it may connect at once), then serves in a child */
+static void start_relays(const struct config *c) {
+    for (int i = 0; i < c->nrelays && c->hostlink; i++) {
+        const struct relay *r = &c->relays[i];
+        int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+        struct sockaddr_in at = {.sin_family = AF_INET, .sin_port = htons((unsigned short)r->port)};
+        inet_pton(AF_INET, r->addr, &at.sin_addr);
+        setsockopt(server, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+        if (server < 0 || bind(server, (struct sockaddr *)&at, sizeof at) < 0 || listen(server, 16) < 0) {
+            logmsg("relay on %s:%d: %s", r->addr, r->port, strerror(errno));
+            if (server >= 0) close(server);
+            continue;
+        }
+        if (fork() == 0) serve_relay(server, c->hostlink, r->port);
+        close(server);
+    }
 }
 
 struct state {
@@ -771,8 +903,10 @@ int main(void) {
     stage("root filesystem mounted");
     if (s.cfg.hostname && sethostname(s.cfg.hostname, strlen(s.cfg.hostname)) < 0)
         logmsg("hostname: %s", strerror(errno));
+    mount_disks(&s.cfg);
     setup_network(&s.cfg);
     s.dns_fd = s.cfg.dns_proxy ? open_dns_proxy() : -1;
+    start_relays(&s.cfg);
     stage("network configured");
 
     sigset_t mask;
