@@ -469,18 +469,27 @@ static int write_all(int fd, const char *buf, size_t len) {
 
 /* ---- relays: a guest TCP port carried to the launcher (see the top) ------------------------ */
 
+/* both directions until both ended: an end that stops sending (DNS over TCP's client, after its
+ * query) still gets the answer, so an EOF is passed on as a half-close */
 static void copy_both_ways(int a, int b) {
     char buf[65536];
     struct pollfd fds[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
-    for (;;) {
+    int ends = 2;
+    while (ends > 0) {
         if (poll(fds, 2, -1) < 0) {
             if (errno == EINTR) continue;
             return;
         }
         for (int i = 0; i < 2; i++) {
-            if (!fds[i].revents) continue;
+            if (fds[i].fd < 0 || !fds[i].revents) continue;
+            int to = i == 0 ? b : a;
             ssize_t n = read(fds[i].fd, buf, sizeof buf);
-            if (n <= 0 || write_all(fds[1 - i].fd, buf, (size_t)n) < 0) return; /* either end closed */
+            if (n < 0 && errno == EINTR) continue;
+            if (n > 0 && write_all(to, buf, (size_t)n) == 0) continue;
+            if (n > 0) return; /* the other end is gone */
+            shutdown(to, SHUT_WR);
+            fds[i].fd = -1;
+            ends--;
         }
     }
 }
