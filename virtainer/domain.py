@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,10 +262,35 @@ def layout_values(
     return values
 
 
+class TemplateCodeCache(jinja2.FileSystemBytecodeCache):
+    """The templates' compiled code, kept between runs in Jinja's private per-user directory
+    (mode 0700 in the temporary directory): compiling them cost ~20 ms of every start. Entries
+    are checked against the templates' source and Python's version; a cache that cannot be read
+    or written costs that time again, never a render."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError):
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def template_code_cache() -> TemplateCodeCache | None:
+    try:
+        return TemplateCodeCache()
+    except (OSError, RuntimeError):  # Jinja found no private directory for this user
+        return None
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("virtainer", "domain_templates"),
+        bytecode_cache=template_code_cache(),
         autoescape=True,  # select_autoescape(["xml"]) would not match "*.xml.j2"
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from tests.unit.test_storage import make_base
 from virtainer import machine, nic
+from virtainer.domain import TemplateCodeCache
 from virtainer.domain_model import parse_domain
 from virtainer.spec import HostFacts, RawValue, VmSpec, resolve_spec
 
@@ -52,3 +54,22 @@ def test_render_writes_nothing(tmp_path: Path) -> None:
     assert sorted(path for path in tmp_path.rglob("*") if "cache" not in path.parts) == [
         path for path in before if "cache" not in path.parts
     ]
+
+
+def test_the_template_code_cache_never_breaks_a_render(tmp_path: Path) -> None:
+    """Compiled templates are kept between runs; a cache directory that is gone, or an entry that
+    is garbage, costs a compile and nothing else."""
+    loader = jinja2.DictLoader({"t.j2": "<a>{{ x }}</a>"})
+
+    def render(cache: TemplateCodeCache, value: int) -> str:
+        return jinja2.Environment(loader=loader, bytecode_cache=cache).get_template("t.j2").render(x=value)
+
+    assert render(TemplateCodeCache(str(tmp_path / "gone")), 1) == "<a>1</a>"
+    cache = TemplateCodeCache(str(tmp_path))
+    assert render(cache, 2) == "<a>2</a>"
+    entries = list(tmp_path.glob("__jinja2_*.cache"))
+    assert len(entries) == 1  # kept for the next run
+    entries[0].write_bytes(jinja2.bccache.bc_magic + b"\x80\x05not a pickle")
+    assert render(cache, 3) == "<a>3</a>"
+    entries[0].write_bytes(b"")
+    assert render(cache, 4) == "<a>4</a>"
