@@ -1,7 +1,8 @@
 """Readiness as named stages with timestamps: running -> ip -> agent -> cloud-init -> ssh.
 
 The wait polls about once a second with a deadline. Faster polling was measured to slow the boot
-itself under TCG: every probe steals CPU time from the emulator.
+itself under TCG: every probe steals CPU time from the emulator. The domain's events spare the
+questions whose answers they give (is it still running, is an agent there).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from virtainer import guest
 from virtainer.errors import HypervisorError, VirtainerError, WaitTimeout, one_line
 from virtainer.guest.ssh import SSH_PORT, ssh_banner
-from virtainer.hypervisor import Domain, DomainState
+from virtainer.hypervisor import Domain, DomainState, DomainWatch
 from virtainer.stages import Stage, in_order, missing_stages
 
 POLL_INTERVAL_S = 1.0
@@ -90,24 +91,38 @@ OnStage = Callable[[StageRecord], None]
 
 
 class ReadinessProbe:
-    """Checks each stage against the live guest; one instance per wait, on one domain handle."""
+    """Checks each stage against the live guest; one instance per wait, on one domain handle.
 
-    def __init__(self, dom: Domain) -> None:
+    With the domain's events (`watch`), it asks libvirt for the state only after a lifecycle
+    event, and asks the guest agent nothing while its port is closed: each of those questions
+    was a round trip every second of the boot."""
+
+    def __init__(self, dom: Domain, watch: DomainWatch | None = None) -> None:
         self.dom = dom
         self.name = dom.name
+        self.watch = watch or DomainWatch(following=False)
+        self._state: DomainState | None = None
 
     def running(self) -> str | None:
-        state = self.dom.state()
+        if self.watch.take_state_change() or self._state is None:
+            self._state = self.dom.state()
+        state = self._state
         if not state.active:
             raise HypervisorError(f"VM '{self.name}' stopped while booting (state {state.value})")
         return "" if state == DomainState.RUNNING else None
 
+    @property
+    def agent_may_answer(self) -> bool:
+        return self.watch.agent_connected is not False
+
     def ip(self) -> str | None:
-        addresses = self.dom.addresses()
+        addresses = self.dom.addresses(agent=self.agent_may_answer)
         return f"{addresses[0].address} ({addresses[0].source})" if addresses else None
 
     def agent(self) -> str | None:
         """Reached when the agent answers; the detail records its version."""
+        if not self.agent_may_answer:
+            return None
         try:
             reply = self.dom.agent_command({"execute": "guest-info"}, timeout_s=1)
         except HypervisorError:
@@ -119,6 +134,8 @@ class ReadinessProbe:
         """Done when cloud-init wrote its result file; its errors are reported, not fatal.
 
         The file comes from the guest: whatever it holds, this returns or raises StageFailed."""
+        if not self.agent_may_answer:
+            return None
         try:
             handle = self.dom.agent_command({"execute": "guest-file-open", "arguments": {"path": CLOUD_INIT_RESULT}})
         except HypervisorError:
@@ -196,19 +213,21 @@ def wait_until_ready(
 
     ssh_endpoint: where the guest's SSH answers when not at its address (user-mode networking:
     a forwarded port on this host)."""
-    probe = ReadinessProbe(dom)
     deadline = time.monotonic() + timeout_s
     stop = stop or threading.Event()
-    while True:
-        _check_pending(probe, readiness, on_stage, ssh_endpoint)
-        if readiness.ready or stop.is_set():
-            return readiness
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(
-                f"VM '{dom.name}' not ready after {timeout_s:.0f} s: still waiting for {', '.join(readiness.missing)}",
-                hint="see the serial log (virtainer console, or the log file in the state directory)",
-            )
-        stop.wait(POLL_INTERVAL_S)
+    with dom.watch() as watch:
+        probe = ReadinessProbe(dom, watch)
+        while True:
+            _check_pending(probe, readiness, on_stage, ssh_endpoint)
+            if readiness.ready or stop.is_set():
+                return readiness
+            if time.monotonic() >= deadline:
+                missing = ", ".join(readiness.missing)
+                raise WaitTimeout(
+                    f"VM '{dom.name}' not ready after {timeout_s:.0f} s: still waiting for {missing}",
+                    hint="see the serial log (virtainer console, or the log file in the state directory)",
+                )
+            stop.wait(POLL_INTERVAL_S)
 
 
 def _check_pending(

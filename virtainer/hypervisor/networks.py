@@ -28,9 +28,12 @@ _ADDRESS_SOURCES = (
 
 @no_raw_libvirt_errors
 class Addresses(DomainBase):
-    def addresses(self) -> list[InterfaceAddress]:
-        """IPv4 addresses from DHCP leases, the guest agent, then the ARP table."""
+    def addresses(self, *, agent: bool = True) -> list[InterfaceAddress]:
+        """IPv4 addresses from DHCP leases, the guest agent (unless agent=False: none is
+        connected), then the ARP table."""
         for label, source in _ADDRESS_SOURCES:
+            if label == "agent" and not agent:
+                continue
             try:
                 interfaces = self._domain.interfaceAddresses(source, 0) or {}
             except libvirt.libvirtError:
