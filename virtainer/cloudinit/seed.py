@@ -28,18 +28,18 @@ for the same request, except when it has to invent a password; see `SeedRequest.
 from __future__ import annotations
 
 import copy
-import email
 import hashlib
 import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
+
+if TYPE_CHECKING:  # email loads only for MIME user-data (~12 ms of every start otherwise)
+    from email.message import Message
+    from email.mime.text import MIMEText
 
 from virtainer.errors import ConfigError
 from virtainer.validators import check_password
@@ -52,9 +52,7 @@ NETWORK_CONFIG = "network-config"
 VENDOR_DATA = "vendor-data"
 
 CLOUD_CONFIG_HEADER = "#cloud-config"
-USER_DATA_ACCEPTED = (
-    "a #cloud-config YAML mapping, a #! script, a #include list, or a MIME multipart document"
-)
+USER_DATA_ACCEPTED = "a #cloud-config YAML mapping, a #! script, a #include list, or a MIME multipart document"
 
 # cloud-init recognises single-part user-data by how it starts (cloudinit/handlers); the longest
 # prefix wins, so '#cloud-config-archive' is not mistaken for '#cloud-config'.
@@ -84,9 +82,7 @@ _MERGE_HOW = "list(append)+dict(no_replace,recurse_list)+str()"
 _HOSTNAME_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _USER_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # An authorized_keys line: optional options, a key type, base64 starting with 'AAAA', a comment.
-_SSH_KEY_PATTERN = re.compile(
-    r"(?:^|\s)(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+\s+AAAA[A-Za-z0-9+/]+={0,3}(?:\s|$)"
-)
+_SSH_KEY_PATTERN = re.compile(r"(?:^|\s)(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+\s+AAAA[A-Za-z0-9+/]+={0,3}(?:\s|$)")
 _INSTANCE_ID_HEX_DIGITS = 16
 # Long enough that PyYAML never folds an SSH key or a long command over several lines.
 _YAML_WIDTH = 1 << 16
@@ -185,8 +181,7 @@ def validate_hostname(hostname: str) -> None:
         raise ConfigError(
             "hostname",
             hostname,
-            "an RFC 1123 label: 1 to 63 letters, digits or hyphens, not starting or ending "
-            "with a hyphen",
+            "an RFC 1123 label: 1 to 63 letters, digits or hyphens, not starting or ending with a hyphen",
         )
 
 
@@ -195,8 +190,7 @@ def _validate_default_user(default_user: str | None) -> None:
         raise ConfigError(
             "default_user",
             default_user,
-            "a user name of up to 32 lowercase letters, digits, '_' or '-', not starting "
-            "with a digit or '-'",
+            "a user name of up to 32 lowercase letters, digits, '_' or '-', not starting with a digit or '-'",
         )
 
 
@@ -281,11 +275,11 @@ def _parse_cloud_config(text: str) -> dict[str, Any]:
 
 
 def _parse_mime_user_data(raw: bytes) -> _UserData:
+    import email
+
     message = email.message_from_bytes(raw)
     if not message.is_multipart() or message.defects:
-        error = ConfigError(
-            "user_data", _abbreviated(raw.decode("utf-8", "replace")), USER_DATA_ACCEPTED
-        )
+        error = ConfigError("user_data", _abbreviated(raw.decode("utf-8", "replace")), USER_DATA_ACCEPTED)
         error.hint = "the MIME document is not a well-formed multipart message"
         raise error
     return _UserData(raw, message.get_content_type(), mime_message=message)
@@ -335,9 +329,7 @@ def _one_line(problem: Exception) -> str:
 # --- password ------------------------------------------------------------------------------
 
 
-def _choose_password(
-    request: SeedRequest, *, has_keys: bool, has_user_data: bool
-) -> _PasswordChoice:
+def _choose_password(request: SeedRequest, *, has_keys: bool, has_user_data: bool) -> _PasswordChoice:
     """Apply the policy. A password given in the request is never silently dropped.
 
     auto: the given password, else a random one when there is no other way in (no keys, no
@@ -367,9 +359,7 @@ def _validate_password(password: str) -> None:
 # --- cloud-config --------------------------------------------------------------------------
 
 
-def _cloud_config_additions(
-    request: SeedRequest, keys: tuple[str, ...], password: str | None
-) -> dict[str, Any]:
+def _cloud_config_additions(request: SeedRequest, keys: tuple[str, ...], password: str | None) -> dict[str, Any]:
     """What virtainer adds to the guest's cloud-config; empty when it adds nothing."""
     additions: dict[str, Any] = {}
     if keys:
@@ -428,6 +418,8 @@ def _multipart_user_data(user_data: _UserData, additions: dict[str, Any]) -> byt
     )
     virtainer_part.add_header("Content-Disposition", "attachment", filename="virtainer.cfg")
 
+    from email.mime.multipart import MIMEMultipart
+
     document = MIMEMultipart()
     # Parts come after the user's so that their settings win under `_MERGE_HOW`.
     document.attach(user_part)
@@ -440,6 +432,8 @@ def _multipart_user_data(user_data: _UserData, additions: dict[str, Any]) -> byt
 
 def _text_part(text: str, subtype: str) -> MIMEText:
     """A text part that stays readable (7bit) when it is ASCII; base64 only when it is not."""
+    from email.mime.text import MIMEText
+
     charset = "us-ascii" if text.isascii() else "utf-8"
     return MIMEText(text, subtype, charset)
 
@@ -462,9 +456,7 @@ def _dump_yaml(data: Mapping[str, Any]) -> bytes:
 # --- meta-data and instance-id -------------------------------------------------------------
 
 
-def _meta_data_without_instance_id(
-    user_meta_data: Mapping[str, Any], hostname: str
-) -> dict[str, Any]:
+def _meta_data_without_instance_id(user_meta_data: Mapping[str, Any], hostname: str) -> dict[str, Any]:
     meta_data = {key: value for key, value in user_meta_data.items() if key != "instance-id"}
     meta_data.setdefault("local-hostname", hostname)
     return meta_data
