@@ -51,8 +51,9 @@ if TYPE_CHECKING:  # rich's progress and table modules load only when a command 
 
 CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True, markup=False)  # names and paths are printed as they are
+# emoji=False: rich would print a MAC 52:54:00:cd:.. with a CD emoji for its ':cd:'
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)  # names and paths are printed as they are
 
 
 class CliReporter:

@@ -10,7 +10,7 @@ import jinja2
 import pytest
 
 from tests.unit.test_storage import make_base
-from virtainer import machine, nic
+from virtainer import cli, machine, nic
 from virtainer.domain import TemplateCodeCache
 from virtainer.domain_model import parse_domain
 from virtainer.spec import HostFacts, RawValue, VmSpec, resolve_spec
@@ -73,3 +73,14 @@ def test_the_template_code_cache_never_breaks_a_render(tmp_path: Path) -> None:
     assert render(cache, 3) == "<a>3</a>"
     entries[0].write_bytes(b"")
     assert render(cache, 4) == "<a>4</a>"
+
+
+def test_render_prints_the_xml_byte_for_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Names, paths and MACs are printed as they are: rich would turn the ':cd:' of this MAC into
+    an emoji (a random MAC did, and `render` no longer matched what `up` defined)."""
+    args = ["render", "vm", "--image", str(make_base(tmp_path / "base.qcow2")), "--diff", str(tmp_path / "d.qcow2"),
+            "--state-dir", str(tmp_path / "state"), "--accelerator", "tcg", "--mac", "52:54:00:cd:09:ca"]  # fmt: skip
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert '<mac address="52:54:00:cd:09:ca"/>' in printed
+    assert printed == machine.render(cli.spec_from_args(cli.build_parser().parse_args(args)))
