@@ -1,25 +1,38 @@
 """`docker run --runtime=virtainer` against runc, side by side, interleaved rounds.
 
-- run: `docker run --rm --runtime=R busybox true` wall time, virtainer and runc alternating; ratio
-- stages: one debug round (VIRTAINER_DEBUG=1): the launcher's own timeline (accelerator, libvirt,
-  QEMU + virtiofsd up, VM running, command done, VM off) and the kernel's time to /init
+- run: `docker run --rm --runtime=R busybox true`, virtainer and runc alternating: wall time and the
+  container's CPU seconds (its cgroup's cpuacct, under a cgroup parent of this benchmark's own)
+- verbs: what each call of the runtime's executable costs beyond runc's (dockerd calls it for
+  create, start, state, kill and delete): `virtainer-runtime state` against `runc state`
+- stages: debug rounds (VIRTAINER_DEBUG=1, the kernel kept quiet): the launcher's timeline, lined up
+  with `docker run`'s start and end. Sources: this host's clock at each step of the runtime's create
+  and the launcher, libvirt's own timestamps in QEMU's log, the guest init's clock (from its
+  kernel's start) at each step of the boot, sent over the control port
 - exec: `docker exec NAME true` in a running virtainer container and a runc one, alternating
-  (--exec-rounds each); medians, ratio
-- memory: one idle `sleep` container: the container cgroup's memory use against the guest's RAM
+  (--exec-rounds each); medians, ranges, ratio
+- memory: one idle `sleep` container: per process, its PSS without the guest's RAM (the memfd both
+  QEMU and virtiofsd map), the guest RAM it touched, and the cgroup's own count
 
     sudo .venv/bin/python benchmarks/runtime_bench.py [--rounds 3] [--exec-rounds 10] [--runtime virtainer]
 Needs the runtime registered (`virtainer runtime install`). Goals (issue 10): the run under 4 s,
-the overhead beyond guest RAM under 64 MiB.
+the overhead beyond guest RAM under 64 MiB. The machine is shared: the load is printed with the
+numbers, and CPU seconds compare better than wall time when it is high.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +41,18 @@ sys.path.insert(0, str(ROOT))
 from tests.waiting import wait_until  # noqa: E402
 
 BUILD = ROOT / "tests" / "runtime" / "build-test-images.sh"
-STAGE = re.compile(r"^virtainer:\s+([\d.]+) s\s+(.*)$", re.MULTILINE)
-KERNEL_INIT = re.compile(r"^\[\s*([\d.]+)\] Run /init", re.MULTILINE)
+MARK = re.compile(r"^virtainer: at ([\d.]+) \(\+\s*[-\d.]+ s\)  (.*)$", re.MULTILINE)
+GUEST_MARK = re.compile(r"^guest at ([\d.]+) s: (.*)$")
+CGROUP_V1 = Path("/sys/fs/cgroup/cpuacct")
+# the kernel's own messages cost time on the serial console under TCG: the stage rounds keep
+# them as quiet as a normal run does
+STAGE_ENV = ("VIRTAINER_DEBUG=1", "RUNCVM_KERNEL_APPEND=quiet loglevel=0")
+GUEST_RAM = re.compile(r"memfd:memory-backend-memfd")  # the guest's RAM, mapped by QEMU and virtiofsd
+MIB = 2**20
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def busybox_image() -> str:
@@ -37,64 +60,265 @@ def busybox_image() -> str:
     return done.stdout.split()[1]
 
 
-def timed_run(image: str, runtime: str | None, *env: str) -> tuple[float, str]:
-    command = ["docker", "run", "--rm", *([f"--runtime={runtime}"] if runtime else [])]
-    command += [arg for entry in env for arg in ("-e", entry)] + [image, "true"]
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()}")
-    return elapsed, done.stderr
+# -- docker run: wall time and the container's CPU ------------------------------------------
 
 
-def idle_memory(image: str, runtime: str) -> tuple[float, int]:
-    """(container cgroup MiB, guest RAM MiB) of an idle container whose VM runs `sleep`."""
-    name = f"vt-bench-mem-{int(time.time())}"
-    subprocess.run(["docker", "run", "-d", "--name", name, f"--runtime={runtime}", image, "sleep", "600"],
-                   capture_output=True, check=True, timeout=120)  # fmt: skip
+@contextlib.contextmanager
+def cgroup_parent() -> Iterator[str]:
+    """A cgroup parent of our own: cpuacct keeps counting what its removed children used."""
+    name = f"vt-bench-{uuid.uuid4().hex[:8]}"
     try:
-        full_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True,
-                                 check=True).stdout.strip()  # fmt: skip
-        plan = Path(f"/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/{full_id}/virtainer/plan.json")
-        candidates = [
-            Path(f"/sys/fs/cgroup/memory/docker/{full_id}/memory.usage_in_bytes"),
-            Path(f"/sys/fs/cgroup/system.slice/docker-{full_id}.scope/memory.current"),
-        ]
-        usage = next(path for path in candidates if path.exists())
-        # idle: the guest's init waits for its command; give it time to settle, then read
+        yield name
+    finally:
+        for controller in Path("/sys/fs/cgroup").iterdir():
+            remove_cgroup(controller / name)
+
+
+def remove_cgroup(path: Path) -> None:
+    """Docker removed the container's own cgroup under it; anything left goes too, leaves first."""
+    if path.is_dir():
+        for child in sorted(path.iterdir()):
+            if child.is_dir():
+                remove_cgroup(child)
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def cpu_seconds(parent: str) -> float:
+    usage = CGROUP_V1 / parent / "cpuacct.usage"
+    if usage.exists():
+        return int(usage.read_text()) / 1e9
+    stat = Path("/sys/fs/cgroup") / parent / "cpu.stat"  # cgroup v2
+    fields = dict(line.split() for line in stat.read_text().splitlines())
+    return int(fields["usage_usec"]) / 1e6
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    stderr: str
+    started: float
+    ended: float
+
+
+def timed_run(image: str, runtime: str | None, *env: str) -> Run:
+    with cgroup_parent() as parent:
+        command = ["docker", "run", "--rm", f"--cgroup-parent=/{parent}"]
+        command += [f"--runtime={runtime}"] if runtime else []
+        command += [arg for entry in env for arg in ("-e", entry)] + [image, "true"]
+        started = time.time()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        ended = time.time()
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()}")
+        return Run(ended - started, cpu_seconds(parent), done.stderr, started, ended)
+
+
+def run_rounds(image: str, runtime: str, rounds: int) -> None:
+    vm_runs, runc_runs = [], []
+    for round_ in range(1, rounds + 1):
+        vm, runc = timed_run(image, runtime), timed_run(image, None)
+        vm_runs.append(vm)
+        runc_runs.append(runc)
+        print(f"round {round_}: virtainer {vm.wall:6.2f} s ({vm.cpu:5.2f} CPU s)   "
+              f"runc {runc.wall:5.2f} s ({runc.cpu:5.2f} CPU s)   ratio {vm.wall / runc.wall:5.1f}   "
+              f"load {load()}")  # fmt: skip
+    vm_wall, runc_wall = (statistics.median(run.wall for run in runs) for runs in (vm_runs, runc_runs))
+    vm_cpu, runc_cpu = (statistics.median(run.cpu for run in runs) for runs in (vm_runs, runc_runs))
+    print(f"docker run --rm busybox true: virtainer {vm_wall:.2f} s, runc {runc_wall:.2f} s "
+          f"(median of {rounds}), ratio {vm_wall / runc_wall:.1f}; container CPU: virtainer "
+          f"{vm_cpu:.2f} s, runc {runc_cpu:.2f} s")  # fmt: skip
+
+
+# -- the runtime's executable, verb by verb ---------------------------------------------------
+
+
+def verb_cost(runtime_path: str, rounds: int) -> None:
+    """`state` of an unknown container: Python start-up and parsing, then runc's own answer."""
+    runc = shutil.which("runc") or "runc"
+    root = f"/run/vt-bench-{uuid.uuid4().hex[:8]}"
+    times: dict[str, list[float]] = {"virtainer-runtime": [], "runc": []}
+    for _ in range(rounds):
+        for label, executable in (("virtainer-runtime", runtime_path), ("runc", runc)):
+            started = time.monotonic()
+            subprocess.run([executable, "--root", root, "state", "vt-bench-none"], capture_output=True, check=False)
+            times[label].append(time.monotonic() - started)
+    shutil.rmtree(root, ignore_errors=True)
+    ours, theirs = (statistics.median(times[label]) for label in ("virtainer-runtime", "runc"))
+    print(f"one runtime call (state): virtainer-runtime {ours * 1000:.0f} ms, runc {theirs * 1000:.0f} ms "
+          f"(median of {rounds}): {(ours - theirs) * 1000:.0f} ms more per call; dockerd makes 3-5 calls "
+          f"per docker run (create, start, delete, and state/kill as needed)")  # fmt: skip
+
+
+def runtime_path(runtime: str) -> str:
+    done = subprocess.run(["docker", "info", "-f", "{{json .Runtimes}}"], capture_output=True, text=True, check=True)
+    found = re.search(rf'"{re.escape(runtime)}":\{{"path":"([^"]+)"', done.stdout)
+    if not found:
+        raise SystemExit(f"runtime {runtime} is not registered with dockerd (run: virtainer runtime install)")
+    return found.group(1)
+
+
+# -- where the time goes ------------------------------------------------------------------------
+
+# (phase, the mark that ends it); a phase starts where the previous one ended
+PHASES = (
+    ("dockerd/containerd until the runtime's create", "runtime create started"),
+    ("runtime create: Python + config.json rewrite", "runtime create: config.json rewritten, runc create follows"),
+    ("runc create + start until the launcher runs", "launcher process started"),
+    ("launcher: Python start-up and imports", "launcher's imports done"),
+    ("launcher: network, initramfs, domain XML", "network, initramfs and domain XML ready"),
+    ("libvirt (embedded): open", "libvirt (embedded) open"),
+    ("libvirt: virtiofsd up, QEMU exec'd", "QEMU exec'd (libvirt's log)"),
+    ("QEMU start-up until paused and ready", "libvirt started virtiofsd and QEMU (paused)"),
+    ("resume", "VM resumed"),
+    ("firmware + kernel decompression", "guest kernel started"),
+    ("kernel until /init", "guest: init started"),
+    ("init: modules (virtio, virtiofs)", "guest: modules loaded"),
+    ("init: ports, root mount, network", "guest: command started"),
+    ("the command (true) and its output", "guest: command exited, output relayed"),
+    ("exit status to the launcher", "the command exited with 0"),
+    ("exit acknowledged", "output flushed, exit acknowledged"),
+    ("guest power-off", "VM powered off"),
+    ("libvirt: domain gone, closed", "libvirt closed"),
+    ("launcher exit, runtime delete, dockerd", "docker run returned"),
+)
+
+
+def timeline(run: Run) -> dict[str, float]:
+    """Every mark of one debug run at its wall-clock time; the guest's put on ours through the
+    moment its "ports open" mark arrived (its clock runs from its kernel's start)."""
+    marks: dict[str, float] = {"docker run started": run.started, "docker run returned": run.ended}
+    guest: dict[str, float] = {}
+    for at, what in MARK.findall(run.stderr):
+        if found := GUEST_MARK.match(what):
+            guest[found.group(2)] = float(found.group(1))
+            marks[f"guest: {found.group(2)}"] = float(at)  # arrival, until rebased below
+        elif "starting up libvirt" in what:
+            marks["QEMU exec'd (libvirt's log)"] = float(at)
+        else:
+            marks[what] = float(at)
+    if "ports open" in guest:
+        kernel_started = marks["guest: ports open"] - guest["ports open"]
+        marks["guest kernel started"] = kernel_started
+        for what, uptime in guest.items():
+            marks[f"guest: {what}"] = kernel_started + uptime
+    return marks
+
+
+def stages(image: str, runtime: str, rounds: int) -> None:
+    per_phase: dict[str, list[float]] = {phase: [] for phase, _ in PHASES}
+    cpu_lines = []
+    for _ in range(rounds):
+        run = timed_run(image, runtime, *STAGE_ENV)
+        marks = timeline(run)
+        previous = marks["docker run started"]
+        for phase, end in PHASES:
+            if end in marks:
+                per_phase[phase].append(marks[end] - previous)
+                previous = marks[end]
+        cpu_lines += [what for _, what in MARK.findall(run.stderr) if what.startswith("CPU seconds")]
+    print(f"where the time goes (median of {rounds} debug rounds, load {load()}):")
+    total = 0.0
+    for phase, _ in PHASES:
+        if per_phase[phase]:
+            seconds = statistics.median(per_phase[phase])
+            total += seconds
+            print(f"  {seconds:6.2f} s  {phase}")
+    print(f"  {total:6.2f} s  in all")
+    for line in cpu_lines[-1:]:
+        print(f"  at the command's exit: {line}")
+
+
+# -- docker exec and idle memory ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def idle_container(image: str, runtime: str | None) -> Iterator[str]:
+    name = f"vt-bench-{uuid.uuid4().hex[:8]}"
+    command = ["docker", "run", "-d", "--name", name, *([f"--runtime={runtime}"] if runtime else [])]
+    subprocess.run([*command, image, "sleep", "600"], capture_output=True, check=True, timeout=120)
+    try:
         # `sleep` runs in the VM, not in the container's process list: docker exec answers once it runs
         in_vm = ["docker", "exec", name, "true"]
         wait_until(lambda: subprocess.run(in_vm, capture_output=True, check=False, timeout=120).returncode == 0,
-                   240, "the command to run in the VM")  # fmt: skip
-        time.sleep(10)  # a measurement, not a synchronisation: memory after 10 s of idling
-        guest_mib = int(re.search(r'"memory_mib": (\d+)', plan.read_text()).group(1)) if plan.exists() else 0  # type: ignore[union-attr]
-        return int(usage.read_text()) / 2**20, guest_mib
+                   240, "the command to run")  # fmt: skip
+        yield name
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
-def exec_latency(image: str, runtime: str, rounds: int) -> tuple[list[float], list[float]]:
-    """`docker exec NAME true` wall times in a virtainer and a runc container, interleaved."""
-    names = {kind: f"vt-bench-exec-{kind}-{int(time.time())}" for kind in ("vm", "runc")}
-    try:
-        for kind, name in names.items():
-            engine = [f"--runtime={runtime}"] if kind == "vm" else []
-            subprocess.run(["docker", "run", "-d", "--name", name, *engine, image, "sleep", "3600"],
-                           capture_output=True, check=True, timeout=120)  # fmt: skip
-        ready = ["docker", "exec", names["vm"], "true"]
-        wait_until(lambda: subprocess.run(ready, capture_output=True, check=False, timeout=120).returncode == 0,
-                   240, "docker exec to answer in the VM")  # fmt: skip
-        times: dict[str, list[float]] = {"vm": [], "runc": []}
-        for _ in range(rounds):
-            for kind, name in names.items():
-                started = time.monotonic()
-                subprocess.run(["docker", "exec", name, "true"], capture_output=True, check=True, timeout=120)
-                times[kind].append(time.monotonic() - started)
-        return times["vm"], times["runc"]
-    finally:
-        for name in names.values():
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+def exec_latency(names: dict[str, str], rounds: int) -> None:
+    """`docker exec NAME true` wall times in each container, interleaved."""
+    times: dict[str, list[float]] = {label: [] for label in names}
+    for _ in range(rounds):
+        for label, name in names.items():
+            started = time.monotonic()
+            subprocess.run(["docker", "exec", name, "true"], capture_output=True, check=True, timeout=120)
+            times[label].append(time.monotonic() - started)
+    vm, runc = (statistics.median(times[label]) for label in names)
+    ranges = {label: f"{min(values):.3f}-{max(values):.3f}" for label, values in times.items()}
+    print(f"docker exec NAME true: virtainer {vm:.3f} s ({ranges['virtainer']}), runc {runc:.3f} s "
+          f"({ranges['runc']}), median of {rounds} interleaved, ratio {vm / runc:.1f}")  # fmt: skip
+
+
+def full_id(name: str) -> str:
+    done = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def container_pids(container: str) -> list[int]:
+    for procs in (Path(f"/sys/fs/cgroup/memory/docker/{container}/cgroup.procs"),
+                  Path(f"/sys/fs/cgroup/system.slice/docker-{container}.scope/cgroup.procs")):  # fmt: skip
+        if procs.exists():
+            return [int(pid) for pid in procs.read_text().split()]
+    raise SystemExit(f"no cgroup found for container {container}")
+
+
+def pss_kib(pid: int) -> tuple[int, int, int]:
+    """(PSS without the guest's RAM, PSS of the guest's RAM, RSS of the guest's RAM) in KiB."""
+    other = guest_pss = guest_rss = 0
+    in_guest_ram = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5:  # a mapping's first line
+            in_guest_ram = len(head) == 6 and bool(GUEST_RAM.search(head[5]))
+        elif head[0] == "Pss:":
+            if in_guest_ram:
+                guest_pss += int(head[1])
+            else:
+                other += int(head[1])
+        elif head[0] == "Rss:" and in_guest_ram:
+            guest_rss += int(head[1])
+    return other, guest_pss, guest_rss
+
+
+def memory(name: str) -> None:
+    time.sleep(10)  # a measurement, not a synchronisation: memory after 10 s of idling
+    container = full_id(name)
+    rows = []
+    guest_touched = 0
+    for pid in container_pids(container):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            other, _, guest_rss = pss_kib(pid)
+        except OSError:
+            continue
+        rows.append((comm, pid, other))
+        guest_touched = max(guest_touched, guest_rss)
+    overhead = sum(other for _, _, other in rows)
+    print("idle container, memory beyond the guest's RAM (PSS of each process in the container, "
+          "without the guest-RAM memfd that QEMU and virtiofsd map):")  # fmt: skip
+    for comm, pid, other in sorted(rows, key=lambda row: -row[2]):
+        print(f"  {other / 1024:7.1f} MiB  {comm} ({pid})")
+    print(f"  {overhead / 1024:7.1f} MiB  in all (goal: under 64 MiB); the guest touched "
+          f"{guest_touched / 1024:.0f} MiB of its RAM")  # fmt: skip
+    usage = Path(f"/sys/fs/cgroup/memory/docker/{container}/memory.usage_in_bytes")
+    if usage.exists():
+        stat = dict(line.split() for line in usage.with_name("memory.stat").read_text().splitlines())
+        print(f"  cgroup: {int(usage.read_text()) / MIB:.0f} MiB charged (rss {int(stat['rss']) / MIB:.0f}, "
+              f"shmem {int(stat['shmem']) / MIB:.0f} (the guest's RAM), other page cache "
+              f"{(int(stat['cache']) - int(stat['shmem'])) / MIB:.0f} MiB)")  # fmt: skip
 
 
 def main() -> int:
@@ -103,32 +327,17 @@ def main() -> int:
     parser.add_argument("--exec-rounds", type=int, default=10)
     parser.add_argument("--runtime", default="virtainer")
     options = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("runtime_bench needs root (cgroups, /proc/PID/smaps of the container's processes)")
     image = busybox_image()
+    print(f"{os.cpu_count()} CPUs, load {load()}")
     timed_run(image, options.runtime)  # warm: libvirt's QEMU probe and the KVM decision are cached
-    vm_times, runc_times = [], []
-    for round_ in range(1, options.rounds + 1):
-        vm, _ = timed_run(image, options.runtime)
-        runc, _ = timed_run(image, None)
-        vm_times.append(vm)
-        runc_times.append(runc)
-        print(f"round {round_}: virtainer {vm:6.2f} s   runc {runc:5.2f} s   ratio {vm / runc:5.1f}")
-    vm_median, runc_median = statistics.median(vm_times), statistics.median(runc_times)
-    print(f"docker run --rm busybox true: virtainer {vm_median:.2f} s, runc {runc_median:.2f} s "
-          f"(median of {options.rounds}), ratio {vm_median / runc_median:.1f}")  # fmt: skip
-    _, debug = timed_run(image, options.runtime, "VIRTAINER_DEBUG=1")
-    print("where the time goes (one debug round; the kernel prints more than usual):")
-    for seconds, what in STAGE.findall(debug):
-        print(f"  {float(seconds):6.2f} s  {what}")
-    if match := KERNEL_INIT.search(debug):
-        print(f"  kernel: /init starts {float(match.group(1)):.2f} s after the kernel does")
-    vm_exec, runc_exec = exec_latency(image, options.runtime, options.exec_rounds)
-    vm_median, runc_median = statistics.median(vm_exec), statistics.median(runc_exec)
-    print(f"docker exec NAME true: virtainer {vm_median:.3f} s ({min(vm_exec):.3f}-{max(vm_exec):.3f}), "
-          f"runc {runc_median:.3f} s ({min(runc_exec):.3f}-{max(runc_exec):.3f}), median of {options.exec_rounds} "
-          f"interleaved, ratio {vm_median / runc_median:.1f}")  # fmt: skip
-    cgroup_mib, guest_mib = idle_memory(image, options.runtime)
-    print(f"idle container: cgroup memory {cgroup_mib:.0f} MiB, guest RAM {guest_mib} MiB "
-          f"(only pages the guest touched count)")  # fmt: skip
+    run_rounds(image, options.runtime, options.rounds)
+    verb_cost(runtime_path(options.runtime), max(5, options.rounds))
+    stages(image, options.runtime, options.rounds)
+    with idle_container(image, options.runtime) as vm, idle_container(image, None) as runc:
+        exec_latency({"virtainer": vm, "runc": runc}, options.exec_rounds)
+        memory(vm)
     return 0
 
 

@@ -15,7 +15,7 @@ from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.errors import ConfigError
 from virtainer.runtime import bundle, cli, disks, install, netsetup
-from virtainer.runtime.plan import Disk, LaunchPlan, Process
+from virtainer.runtime.plan import FIRMWARE, Disk, LaunchPlan, Process
 from virtainer.runtime.vm import (
     AttachedDisk,
     Nic,
@@ -206,6 +206,13 @@ def test_domain_xml_is_valid_with_virtiofs_on_memfd() -> None:
         names = [target.get("name") for target in root.iterfind("devices/channel/target")]
         assert names == ["virtainer.stdin", "virtainer.stdout", "virtainer.stderr", "virtainer.control"]
         assert (root.find("cpu") is not None) == (accelerator.kind == "kvm")
+        # the fast boot: q35, qboot, no NIC option ROM; TCG's translation cache bounded
+        assert root.find("os/type").get("machine") == "q35"
+        assert root.find("os/loader").text == FIRMWARE
+        assert root.find("devices/interface/rom").get("enabled") == "no"
+        assert (root.find("features/tcg/tb-cache") is not None) == (accelerator.kind == "tcg")
+    with_display = validate_domain_xml(render_vm_xml(plan(video="vga", vnc_port=5901), files, accelerator, [nic]))
+    assert with_display.find("os/loader") is None  # SeaBIOS: it runs the VGA BIOS qboot lacks
 
 
 def test_runc_command_line_is_split_and_kept() -> None:
