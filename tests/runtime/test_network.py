@@ -107,3 +107,10 @@ def test_two_networks_attached_at_create_as_with_runc_and_dns_over_tcp(runtime: 
         wanted = "".join(f"{int(part):02x}" for part in peer_ip.split("."))
         assert wanted in answers[reference], answers  # runc: the peer's address in the TCP answer
         assert re.sub("^....", "", answers[vm]) == re.sub("^....", "", answers[reference])  # the same answer
+        # an external name: the relay gets what Docker's resolver forwards, as runc does
+        lookups = [docker("exec", name, "nslookup", "deb.debian.org", timeout=VM_TIMEOUT_S, check=False)
+                   for name in (vm, reference)]  # fmt: skip
+        assert lookups[0].returncode == lookups[1].returncode, lookups
+        assert ("Address" in lookups[0].stdout.split("deb.debian.org")[-1]) == (
+            "Address" in lookups[1].stdout.split("deb.debian.org")[-1]
+        ), lookups

@@ -367,3 +367,20 @@ def test_disks_are_created_formatted_and_filled_or_used_as_they_are(tmp_path: Pa
         disks.attach_disks((Disk("/absent", None, "ext4", "/srv"),), rootfs)
     with pytest.raises(ConfigError, match="RUNCVM_DISKS='/srv': a regular file"):
         disks.attach_disks((Disk("/srv"),), rootfs)
+
+
+def test_the_guest_asks_the_servers_docker_forwards_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.255.255.53\nnameserver ::1\nnameserver 127.0.0.1\nsearch x\n")
+    assert netsetup.docker_upstream_servers(resolv) == ("10.255.255.53",)
+    resolved = tmp_path / "systemd-resolv.conf"
+    resolved.write_text("nameserver 192.0.2.53\n")
+    monkeypatch.setattr(netsetup, "SYSTEMD_RESOLV_CONF", resolved)
+    resolv.write_text("nameserver 127.0.0.53\n")  # systemd-resolved: its real servers, as dockerd reads them
+    assert netsetup.docker_upstream_servers(resolv) == ("192.0.2.53",)
+    monkeypatch.setattr(netsetup, "SYSTEMD_RESOLV_CONF", tmp_path / "absent")
+    assert netsetup.docker_upstream_servers(resolv) == ("8.8.8.8", "8.8.4.4")  # dockerd's defaults
+    shown = plan(dns_upstreams=("192.0.2.53",))
+    assert b"dns-upstream\x00192.0.2.53\x00" in guest_config(shown, with_stdin=False, nics=[], dns_proxy=True)
+    assert b"dns-upstream" not in guest_config(shown, with_stdin=False, nics=[], dns_proxy=False)
+    assert LaunchPlan.from_json(shown.to_json()) == shown

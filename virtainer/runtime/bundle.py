@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from virtainer.errors import ConfigError, VirtainerError
+from virtainer.runtime.netsetup import docker_upstream_servers
 from virtainer.runtime.plan import (
     CODE_DIR,
     GUEST_DIR,
@@ -114,6 +115,7 @@ def rewrite(
         disks=disks,
         vnc_port=vnc_port,
         video=video,
+        dns_upstreams=docker_upstream_servers(),
     )
     new["root"] = {"path": str(paths.tree), "readonly": True}
     read_only = bool((config.get("root") or {}).get("readonly"))  # docker run --read-only, runc's spec

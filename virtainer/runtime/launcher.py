@@ -327,8 +327,10 @@ class Launcher:
         try:
             answer = netsetup.ask_docker_dns(bytes.fromhex(payload))
             self._send(f"dnsr {query_id} {answer.hex()}")
-        except (OSError, ValueError):
-            pass  # no answer: the guest's resolver times out and retries, as with a lost packet
+        except OSError:
+            self._send(f"dnsfail {query_id}")  # a name Docker forwards: the guest asks upstream
+        except ValueError:
+            pass  # not a query: the guest's resolver times out, as with a lost packet
         finally:
             self.dns_slots.release()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import re
 import socket
@@ -30,6 +31,11 @@ CONTAINER_NIC = "eth0"
 # Docker's embedded resolver on user-defined networks: only in the container's network namespace
 DOCKER_DNS = ("127.0.0.11", 53)
 DNS_TIMEOUT_S = 5.0
+DOCKER_DNS_WAIT_S = 2.0  # then the guest asks the upstream servers (a client's first try lasts 5 s)
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+SYSTEMD_RESOLV_CONF = Path("/run/systemd/resolve/resolv.conf")
+DOCKER_DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
+MAX_UPSTREAMS = 3  # the guest init's limit
 DNS_MAX_BYTES = 4096
 TAP = "vt-tap{}"  # NIC N's tap and bridge
 BRIDGE = "vt-br{}"
@@ -145,10 +151,37 @@ def uses_docker_dns(resolv_conf: Path) -> bool:
     return re.search(rf"^\s*nameserver\s+{re.escape(DOCKER_DNS[0])}\s*$", text, re.MULTILINE) is not None
 
 
+def docker_upstream_servers(resolv_conf: Path = HOST_RESOLV_CONF) -> tuple[str, ...]:
+    """The IPv4 servers dockerd's resolver forwards to without --dns: the host's, loopback ones
+    left out (systemd-resolved's real ones in their place), else Google's, as dockerd does."""
+    servers = _nameservers(resolv_conf)
+    if not [server for server in servers if not ipaddress.ip_address(server).is_loopback]:
+        servers = _nameservers(SYSTEMD_RESOLV_CONF)
+    usable = tuple(server for server in servers if not ipaddress.ip_address(server).is_loopback)
+    return usable[:MAX_UPSTREAMS] or DOCKER_DEFAULT_DNS
+
+
+def _nameservers(path: Path) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    found = re.findall(r"^\s*nameserver\s+(\S+)", text, re.MULTILINE)
+    return [server for server in found if _is_ipv4(server)]
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
 def ask_docker_dns(query: bytes) -> bytes:
-    """One DNS query, over UDP, to Docker's resolver in this namespace; its answer (OSError if none)."""
+    """One DNS query, over UDP, to Docker's resolver in this namespace; its answer (OSError if none
+    within DOCKER_DNS_WAIT_S: it answers its own names at once, and never the names it forwards)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DNS_TIMEOUT_S)
+        sock.settimeout(DOCKER_DNS_WAIT_S)
         sock.connect(DOCKER_DNS)
         sock.send(query[:DNS_MAX_BYTES])
         return sock.recv(DNS_MAX_BYTES)

@@ -77,6 +77,8 @@ class LaunchPlan:
     disks: tuple[Disk, ...] = ()  # RUNCVM_DISKS
     vnc_port: int | None = None  # RUNCVM_DISPLAY_MODE=vnc / RUNCVM_QEMU_VNC_DISPLAY: 5900 + display
     video: str = "none"  # the display adapter (RUNCVM_QEMU_VGA); one is needed for VNC
+    # the servers Docker's resolver forwards other names to (the host's), asked by the guest itself
+    dns_upstreams: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -86,6 +88,7 @@ class LaunchPlan:
         data: dict[str, Any] = json.loads(text)
         data["process"] = Process(**data["process"])
         data["disks"] = tuple(Disk(**disk) for disk in data.get("disks", ()))
+        data["dns_upstreams"] = tuple(data.get("dns_upstreams", ()))
         return cls(**data)
 
     @classmethod

@@ -155,6 +155,7 @@ def guest_config(
     pairs += [("hostname", plan.hostname), ("terminal", str(int(process.terminal)))]
     pairs += [("stdin", str(int(with_stdin))), ("debug", str(int(plan.debug)))]
     pairs += [("onlcr", str(int(onlcr))), ("dns-proxy", str(int(dns_proxy)))]
+    pairs += [("dns-upstream", server) for server in plan.dns_upstreams if dns_proxy]
     if process.rows and process.cols:
         pairs += [("rows", str(process.rows)), ("cols", str(process.cols))]
     for nic in nics:  # eth0, eth1... in this order

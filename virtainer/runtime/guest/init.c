@@ -6,7 +6,7 @@
  * run the OCI process from /virtainer/config (appended to the initramfs by the launcher: NUL
  * separated "key\0value\0" pairs; keys arg, env, cwd, uid, gid, group, hostname, terminal, stdin,
  * rows, cols, onlcr, debug, net-* (one group per NIC, each from its net-mac), disk-* (one group
- * per data disk, each from its disk-serial), hostlink, relay, dns-proxy).
+ * per data disk, each from its disk-serial), hostlink, relay, dns-proxy, dns-upstream).
  *
  * Data disks: the virtio disk whose serial is disk-serial is mounted at disk-mount (disk-fs) in
  * the image's root, before the process starts.
@@ -27,7 +27,9 @@
  *   DNS (dns-proxy=1: the container's resolv.conf names Docker's embedded resolver 127.0.0.11,
  *   which lives in the container's network namespace, not the VM's): init answers on
  *   127.0.0.11:53/udp in the guest and carries each query over the control port, guest->host
- *   "dns ID HEX", host->guest "dnsr ID HEX"; the launcher asks 127.0.0.11 in the container.
+ *   "dns ID HEX", host->guest "dnsr ID HEX"; the launcher asks 127.0.0.11 in the container. When
+ *   Docker's resolver has no answer (it forwards other names from the container's namespace,
+ *   where nothing comes back), host->guest "dnsfail ID": init asks the dns-upstream servers.
  * STATUS is the exit code, or 128+N when the process died of signal N. The host acknowledges once
  * it has received OUT_BYTES and ERR_BYTES, so nothing written before exit is lost; then (or after
  * a deadline) init syncs and powers off.
@@ -64,6 +66,7 @@
 #define MAX_NICS 8
 #define MAX_DISKS 16
 #define MAX_RELAYS 4
+#define MAX_UPSTREAMS 3
 #define ACK_DEADLINE_MS 10000
 #define DRAIN_DEADLINE_MS 5000
 
@@ -124,6 +127,8 @@ struct config {
     const char *hostlink;
     struct relay { char addr[64]; int port; } relays[MAX_RELAYS];
     int nrelays;
+    const char *upstreams[MAX_UPSTREAMS]; /* the DNS servers Docker's resolver forwards to */
+    int nupstreams;
 };
 
 static char *slurp(const char *path, size_t *size) {
@@ -179,6 +184,7 @@ static void parse_config(struct config *c, char *buf, size_t size) {
         else if (!strcmp(key, "disk-fs") && c->ndisks > 0) c->disks[c->ndisks - 1].fs = value;
         else if (!strcmp(key, "disk-mount") && c->ndisks > 0) c->disks[c->ndisks - 1].mount = value;
         else if (!strcmp(key, "hostlink")) c->hostlink = value;
+        else if (!strcmp(key, "dns-upstream") && c->nupstreams < MAX_UPSTREAMS) c->upstreams[c->nupstreams++] = value;
         else if (!strcmp(key, "relay") && c->nrelays < MAX_RELAYS) {
             struct relay *r = &c->relays[c->nrelays];
             if (sscanf(value, "%63s %d", r->addr, &r->port) == 2) c->nrelays++;
@@ -546,6 +552,7 @@ struct state {
     unsigned long long in_done;  /* bytes written into in_dst so far */
     long long in_total;    /* from "stdin-eof N": the host's stdin ended after N bytes; else -1 */
     int dns_fd;            /* the DNS proxy's socket on 127.0.0.11:53, or -1 */
+    int upstream_fd;       /* its socket to the upstream servers (the fallback), or -1 */
 };
 
 /* ---- debug: where the boot's time goes, on the guest's own clock ----------------------------- */
@@ -623,7 +630,13 @@ static void child_setup(const struct config *c, int in, int out, int err, int tt
 /* ---- DNS: Docker's embedded resolver, reached through the host ------------------------------ */
 #define DNS_SLOTS 64
 #define DNS_MAX 4096
-static struct { int id; struct sockaddr_in from; } dns_slots[DNS_SLOTS];
+#define DNS_KEPT 1024 /* a query up to this size is kept for the fallback */
+static struct dns_slot {
+    int id, asked; /* asked: sent to the upstream servers, their answer awaited */
+    struct sockaddr_in from;
+    size_t len;
+    char query[DNS_KEPT];
+} dns_slots[DNS_SLOTS];
 static int dns_last_id;
 
 static int open_dns_proxy(void) {
@@ -646,9 +659,49 @@ static void dns_query(int fd, int ctl_port) {
     ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
     if (n <= 0) return;
     dns_last_id = (dns_last_id + 1) & 0x7fffffff;
-    dns_slots[dns_last_id % DNS_SLOTS].id = dns_last_id;
-    dns_slots[dns_last_id % DNS_SLOTS].from = from;
+    struct dns_slot *slot = &dns_slots[dns_last_id % DNS_SLOTS];
+    slot->id = dns_last_id;
+    slot->asked = 0;
+    slot->from = from;
+    slot->len = (size_t)n <= sizeof slot->query ? (size_t)n : 0;
+    memcpy(slot->query, buf, slot->len);
     send_frame(ctl_port, "dns", dns_last_id, buf, (size_t)n);
+}
+
+/* "dnsfail ID": Docker's resolver had no answer. It forwards names that are not containers' from
+ * the container's namespace, whose address the VM has: those queries never come back there. The
+ * guest asks the servers Docker would have asked (dns-upstream), from the container's address. */
+static void dns_fallback(const struct config *c, int upstream, int id) {
+    struct dns_slot *slot = &dns_slots[id % DNS_SLOTS];
+    if (upstream < 0 || id <= 0 || slot->id != id || !slot->len) return;
+    slot->asked = 1;
+    for (int i = 0; i < c->nupstreams; i++) {
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(53)};
+        if (inet_pton(AF_INET, c->upstreams[i], &to.sin_addr) == 1)
+            sendto(upstream, slot->query, slot->len, 0, (struct sockaddr *)&to, sizeof to);
+    }
+}
+
+/* an upstream server's answer: to the process that asked (matched by the query's DNS id) */
+static void dns_upstream_answer(const struct config *c, int fd, int upstream) {
+    char buf[DNS_MAX];
+    struct sockaddr_in from;
+    socklen_t len = sizeof from;
+    ssize_t n = recvfrom(upstream, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+    if (n < 2 || from.sin_port != htons(53)) return;
+    int known = 0;
+    for (int i = 0; i < c->nupstreams; i++) {
+        struct in_addr server;
+        if (inet_pton(AF_INET, c->upstreams[i], &server) == 1 && server.s_addr == from.sin_addr.s_addr) known = 1;
+    }
+    for (int i = 0; known && i < DNS_SLOTS; i++) {
+        struct dns_slot *slot = &dns_slots[i];
+        if (slot->id && slot->asked && !memcmp(slot->query, buf, 2)) {
+            sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&slot->from, sizeof slot->from);
+            slot->id = 0;
+            return;
+        }
+    }
 }
 
 static void dns_answer(int fd, int id, const char *hex) {
@@ -793,6 +846,8 @@ static void handle_control_line(struct state *s, char *line) {
         }
     } else if (!strncmp(line, "dnsr ", 5) && sscanf(line + 5, "%d", &a) == 1 && strchr(line + 5, ' ')) {
         dns_answer(s->dns_fd, a, strchr(line + 5, ' ') + 1);
+    } else if (sscanf(line, "dnsfail %d", &a) == 1) {
+        dns_fallback(&s->cfg, s->upstream_fd, a);
     } else if (!strcmp(line, "ack")) {
         s->acked = 1;
     }
@@ -915,6 +970,7 @@ int main(void) {
     mount_disks(&s.cfg);
     setup_network(&s.cfg);
     s.dns_fd = s.cfg.dns_proxy ? open_dns_proxy() : -1;
+    s.upstream_fd = s.dns_fd >= 0 && s.cfg.nupstreams ? socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) : -1;
     start_relays(&s.cfg);
     stage("network configured");
 
@@ -934,9 +990,9 @@ int main(void) {
         if (s.status >= 0 && s.out_src < 0 && s.err_src < 0) break;
         if (s.status >= 0 && !drain_deadline) drain_deadline = now_ms() + DRAIN_DEADLINE_MS;
         if (drain_deadline && now_ms() > drain_deadline) break;
-        struct pollfd fds[7 + 2 * MAX_SESSIONS];
+        struct pollfd fds[8 + 2 * MAX_SESSIONS];
         struct { struct session *x; int *fd; const char *kind; } watched[2 * MAX_SESSIONS];
-        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1, i_dns = -1, first_session, nwatched = 0;
+        int n = 0, i_out = -1, i_err = -1, i_in = -1, i_dst = -1, i_dns = -1, i_up = -1, first_session, nwatched = 0;
         fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         fds[n++] = (struct pollfd){.fd = s.ctl_port, .events = POLLIN};
         if (s.out_src >= 0) { i_out = n; fds[n++] = (struct pollfd){.fd = s.out_src, .events = POLLIN}; }
@@ -944,6 +1000,7 @@ int main(void) {
         if (s.in_port >= 0 && s.in_dst >= 0 && s.in_len == 0) { i_in = n; fds[n++] = (struct pollfd){.fd = s.in_port, .events = POLLIN}; }
         if (s.in_dst >= 0 && s.in_len > 0) { i_dst = n; fds[n++] = (struct pollfd){.fd = s.in_dst, .events = POLLOUT}; }
         if (s.dns_fd >= 0 && s.status < 0) { i_dns = n; fds[n++] = (struct pollfd){.fd = s.dns_fd, .events = POLLIN}; }
+        if (s.upstream_fd >= 0 && s.status < 0) { i_up = n; fds[n++] = (struct pollfd){.fd = s.upstream_fd, .events = POLLIN}; }
         first_session = n;
         for (int i = 0; i < MAX_SESSIONS && s.status < 0; i++) {
             struct session *x = &sessions[i];
@@ -965,6 +1022,7 @@ int main(void) {
         }
         if (fds[1].revents & (POLLIN | POLLHUP)) read_control(&s);
         if (i_dns >= 0 && fds[i_dns].revents) dns_query(s.dns_fd, s.ctl_port);
+        if (i_up >= 0 && fds[i_up].revents) dns_upstream_answer(&s.cfg, s.dns_fd, s.upstream_fd);
         if (i_out >= 0 && fds[i_out].revents) relay_out(&s.out_src, s.out_port, &s.out_bytes);
         if (i_err >= 0 && fds[i_err].revents) relay_out(&s.err_src, s.err_port, &s.err_bytes);
         if (i_in >= 0 && fds[i_in].revents) {
