@@ -27,6 +27,25 @@ def open_files(pid: int) -> int:
     return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
 
+def accepted_connections(pid: int, port: int) -> int:
+    """How many established TCP connections on `port` the process holds as open files, from the
+    kernel's tables: no count taken before (a file the server opens or closes meanwhile, such as a
+    lazy import, cannot make the number wrong)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = fd.readlink().name
+            if target.startswith("socket:["):
+                held.add(target[len("socket:[") : -1])
+    established = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            established += local_port == port and state == "01" and inode in held
+    return established
+
+
 def address(api: ApiServer) -> tuple[str, int]:
     host, port = api.url.removeprefix("http://").split(":")
     return host, int(port)
@@ -47,12 +66,14 @@ def answer_of(sock: socket.socket, timeout_s: float = 30) -> tuple[int, bytes]:
 def idle_sockets(api: ApiServer, count: int) -> Iterator[list[socket.socket]]:
     """`count` connections that send nothing, held open until the block ends; returns once
     the server has accepted them all."""
-    base = open_files(api.process.pid)
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
             sockets.append(socket.create_connection(address(api), timeout=30))
-        wait_until(lambda: open_files(api.process.pid) >= base + count, 60, f"the server accepting {count} sockets")
+        port = address(api)[1]
+        wait_until(
+            lambda: accepted_connections(api.process.pid, port) >= count, 60, f"the server accepting {count} sockets"
+        )
         yield sockets
     finally:
         for sock in sockets:
