@@ -117,7 +117,7 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     members = gather(fleet_sources(args), timeout_s=args.timeout)
     if args.name:
         members = [replace(member, vms=[vm for vm in member.vms if vm.name == args.name]) for member in members]
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # text as it is (cli.py)
     for member in members:
         if member.error:
             errors.print(f"virtainer: {member.source}: {member.error}", markup=False)
@@ -125,7 +125,7 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         shapes = [member_public(member).model_dump(mode="json") for member in members]
         sys.stdout.write(json.dumps(shapes, indent=2) + "\n")
     else:
-        out = Console(highlight=False, soft_wrap=True, markup=False)
+        out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
         out.print(fleet_table(members, out.width))
     return EXIT_RUNTIME if any(member.error for member in members) else EXIT_OK
 
