@@ -24,7 +24,7 @@ from typing import Any
 from virtainer import guest, machine, snapshots, storage
 from virtainer.diff_files import DiffFiles
 from virtainer.domain_model import recorded_stages
-from virtainer.errors import ConflictError, HypervisorError, NotFoundError
+from virtainer.errors import ConflictError, HypervisorError
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import Domain, DomainState, Hypervisor, InterfaceAddress
 from virtainer.readiness import Readiness, StageRecord
@@ -88,13 +88,6 @@ def as_dict(result: OperationResult | VmStatus) -> dict[str, Any]:
 
 
 # -- state rules ----------------------------------------------------------------------------
-
-
-def require_vm(hv: Hypervisor, name: str) -> DomainState:
-    state = hv.state(name)
-    if state == DomainState.UNDEFINED:
-        raise NotFoundError(f"no VM named '{name}'")
-    return state
 
 
 def _require_active(dom: Domain, operation: str) -> None:
@@ -202,30 +195,26 @@ def _result(
 
 
 # -- snapshots ------------------------------------------------------------------------------
+# Each looks the VM up once, in snapshots.py (hv.domain: NotFoundError when there is none).
 
 
 def list_snapshots(hv: Hypervisor, name: str) -> list[snapshots.Snapshot]:
-    require_vm(hv, name)
     return snapshots.list_snapshots(hv, name)
 
 
 def get_snapshot(hv: Hypervisor, name: str, snapshot: str) -> snapshots.Snapshot:
-    require_vm(hv, name)
     return snapshots.get(hv, name, snapshot)
 
 
 def create_snapshot(
     hv: Hypervisor, name: str, snapshot: str | None, kind: snapshots.SnapshotKind = "disk", description: str = ""
 ) -> snapshots.Snapshot:
-    require_vm(hv, name)
     return snapshots.create(hv, name, name=snapshot, kind=kind, description=description)
 
 
 def revert_snapshot(hv: Hypervisor, name: str, snapshot: str) -> snapshots.RevertResult:
-    require_vm(hv, name)
     return snapshots.revert(hv, name, snapshot)
 
 
 def delete_snapshot(hv: Hypervisor, name: str, snapshot: str) -> None:
-    require_vm(hv, name)
     snapshots.delete(hv, name, snapshot)

@@ -118,9 +118,10 @@ def test_snapshots_are_recorded_beside_the_diff_and_follow_their_state_rules(vm:
 
 
 def test_each_operation_looks_the_domain_up_once(vm: DriverVm, hv: Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One handle per operation: the state rule, the stop (agent ping, shutdown, polls) and the
-    result all act on the domain looked up at the start; `up` looks it up before and after its
-    definition (and `define` itself once, for the UUID), the readiness wait on the same handle."""
+    """One handle per operation: the state rule, the stop (agent ping, shutdown, polls), each
+    snapshot operation and the result all act on the domain looked up at the start; `up` looks
+    it up before and after its definition (and `define` itself once, for the UUID), the
+    readiness wait on the same handle."""
     lookups: list[str] = []
     looked_up = hv._virdomain
     monkeypatch.setattr(hv, "_virdomain", lambda name: lookups.append(name) or looked_up(name))
@@ -134,5 +135,10 @@ def test_each_operation_looks_the_domain_up_once(vm: DriverVm, hv: Hypervisor, m
     assert count(operations.start) == 1
     assert count(operations.status) == 1  # guest facts asked too (no agent on the test driver)
     assert count(operations.destroy) == 1
+    assert count(operations.create_snapshot, "once") == 1
+    assert count(operations.list_snapshots) == 1
+    assert count(operations.get_snapshot, "once") == 1
+    assert count(operations.revert_snapshot, "once") == 2  # and `define` once, for the UUID
+    assert count(operations.delete_snapshot, "once") == 1
     lookups.clear()
     assert machine.up(vm.spec, hv).readiness.ready and len(lookups) == 3

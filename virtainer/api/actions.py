@@ -7,9 +7,6 @@ from __future__ import annotations
 from virtainer import guest, operations
 from virtainer.api import models
 from virtainer.hypervisor import Domain, Hypervisor
-from virtainer.operations import require_vm
-
-__all__ = ["require_vm"]  # the core's, re-exported for the routes
 
 
 def vm_status(hv: Hypervisor, name: str, with_guest_facts: bool = True) -> models.VmPublic:
