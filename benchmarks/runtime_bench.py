@@ -10,10 +10,13 @@
   kernel's start) at each step of the boot, sent over the control port
 - exec: `docker exec NAME true` in a running virtainer container and a runc one, alternating
   (--exec-rounds each); medians, ranges, ratio
-- memory: one idle `sleep` container: per process, its PSS without the guest's RAM (the memfd both
-  QEMU and virtiofsd map), the guest RAM it touched, and the cgroup's own count
+- memory: idle `sleep` containers (--containers, 3): the first one per process, PSS, USS and RSS
+  without the guest's RAM (the memfd both QEMU and virtiofsd map), the guest RAM it touched, the
+  cgroup's own count; then each further container's USS, what one more adds (the runtime tree's
+  read-only files are shared, so their PSS splits between the containers)
 
     sudo .venv/bin/python benchmarks/runtime_bench.py [--rounds 3] [--exec-rounds 10] [--runtime virtainer]
+        [--containers 3]
 Needs the runtime registered (`virtainer runtime install`). Goals (issue 10): the run under 4 s,
 the overhead beyond guest RAM under 64 MiB. The machine is shared: the load is printed with the
 numbers, and CPU seconds compare better than wall time when it is high.
@@ -275,44 +278,77 @@ def container_pids(container: str) -> list[int]:
     raise SystemExit(f"no cgroup found for container {container}")
 
 
-def pss_kib(pid: int) -> tuple[int, int, int]:
-    """(PSS without the guest's RAM, PSS of the guest's RAM, RSS of the guest's RAM) in KiB."""
-    other = guest_pss = guest_rss = 0
+@dataclass
+class ProcessMemory:
+    """One process's memory in KiB, the guest's RAM (the memfd QEMU and virtiofsd map) apart."""
+
+    pss: int = 0  # its share of every page it maps: the read-only files split between containers
+    uss: int = 0  # the pages only it maps: what it costs beyond what other containers share
+    rss: int = 0  # every page it maps, in full: the cost when it is the first to load its files
+    guest_rss: int = 0
+
+
+def process_memory(pid: int) -> ProcessMemory:
+    found = ProcessMemory()
     in_guest_ram = False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split(maxsplit=5)
         if "-" in head[0] and len(head) >= 5:  # a mapping's first line
             in_guest_ram = len(head) == 6 and bool(GUEST_RAM.search(head[5]))
-        elif head[0] == "Pss:":
-            if in_guest_ram:
-                guest_pss += int(head[1])
-            else:
-                other += int(head[1])
         elif head[0] == "Rss:" and in_guest_ram:
-            guest_rss += int(head[1])
-    return other, guest_pss, guest_rss
+            found.guest_rss += int(head[1])
+        elif in_guest_ram:
+            continue
+        elif head[0] == "Pss:":
+            found.pss += int(head[1])
+        elif head[0] == "Rss:":
+            found.rss += int(head[1])
+        elif head[0] in ("Private_Clean:", "Private_Dirty:"):
+            found.uss += int(head[1])
+    return found
+
+
+def container_memory(name: str) -> dict[tuple[str, int], ProcessMemory]:
+    found = {}
+    for pid in container_pids(full_id(name)):
+        try:
+            found[(Path(f"/proc/{pid}/comm").read_text().strip(), pid)] = process_memory(pid)
+        except OSError:
+            continue
+    return found
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:6.1f}"
 
 
 def memory(name: str) -> None:
+    """One idle container (the only one of the runtime running), by process."""
     time.sleep(10)  # a measurement, not a synchronisation: memory after 10 s of idling
-    container = full_id(name)
-    rows = []
-    guest_touched = 0
-    for pid in container_pids(container):
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            other, _, guest_rss = pss_kib(pid)
-        except OSError:
-            continue
-        rows.append((comm, pid, other))
-        guest_touched = max(guest_touched, guest_rss)
-    overhead = sum(other for _, _, other in rows)
-    print("idle container, memory beyond the guest's RAM (PSS of each process in the container, "
-          "without the guest-RAM memfd that QEMU and virtiofsd map):")  # fmt: skip
-    for comm, pid, other in sorted(rows, key=lambda row: -row[2]):
-        print(f"  {other / 1024:7.1f} MiB  {comm} ({pid})")
-    print(f"  {overhead / 1024:7.1f} MiB  in all (goal: under 64 MiB); the guest touched "
-          f"{guest_touched / 1024:.0f} MiB of its RAM")  # fmt: skip
+    found = container_memory(name)
+    print("idle container, memory beyond the guest's RAM (without the guest-RAM memfd that QEMU and "
+          "virtiofsd map), MiB: PSS (its share of each page; the runtime tree's read-only files split "
+          "between containers) / USS (its own pages) / RSS (every page in full):")  # fmt: skip
+    for (comm, pid), used in sorted(found.items(), key=lambda item: -item[1].pss):
+        print(f"  {mib(used.pss)} PSS {mib(used.uss)} USS {mib(used.rss)} RSS  {comm} ({pid})")
+    total = ProcessMemory(*(sum(getattr(used, key) for used in found.values()) for key in ("pss", "uss", "rss")))
+    guest_touched = max(used.guest_rss for used in found.values())
+    print(f"  {mib(total.pss)} PSS {mib(total.uss)} USS {mib(total.rss)} RSS  in all (goal: under 64 MiB); "
+          f"the guest touched {guest_touched // 1024} MiB of its RAM")  # fmt: skip
+    cgroup_usage(full_id(name))
+
+
+def marginal_memory(names: list[str]) -> None:
+    """Containers 2, 3...: what each adds is its USS (the shared files are already in memory)."""
+    time.sleep(10)
+    for index, name in enumerate(names, start=2):
+        processes = container_memory(name).values()
+        uss, pss = sum(one.uss for one in processes), sum(one.pss for one in processes)
+        print(f"  container {index} of {len(names) + 1}: {mib(uss)} MiB USS (what one more container adds), "
+              f"{mib(pss)} MiB PSS")  # fmt: skip
+
+
+def cgroup_usage(container: str) -> None:
     usage = Path(f"/sys/fs/cgroup/memory/docker/{container}/memory.usage_in_bytes")
     if usage.exists():
         stat = dict(line.split() for line in usage.with_name("memory.stat").read_text().splitlines())
@@ -326,6 +362,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exec-rounds", type=int, default=10)
     parser.add_argument("--runtime", default="virtainer")
+    parser.add_argument("--containers", type=int, default=3, help="idle containers for the memory figures")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runtime_bench needs root (cgroups, /proc/PID/smaps of the container's processes)")
@@ -338,6 +375,9 @@ def main() -> int:
     with idle_container(image, options.runtime) as vm, idle_container(image, None) as runc:
         exec_latency({"virtainer": vm, "runc": runc}, options.exec_rounds)
         memory(vm)
+        with contextlib.ExitStack() as more:
+            others = [more.enter_context(idle_container(image, options.runtime)) for _ in range(options.containers - 1)]
+            marginal_memory(others)
     return 0
 
 
