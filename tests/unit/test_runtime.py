@@ -93,7 +93,8 @@ def test_rewrite_runs_the_launcher_on_the_runtime_tree(tmp_path: Path, image_roo
     # the original process, --init's docker-init dropped: the guest init reaps
     assert plan.process.args == ["sh", "-c", "echo hi"]
     assert (plan.process.uid, plan.process.gid, plan.process.groups) == (1000, 1001, [1001, 27])
-    assert (plan.process.cwd, plan.hostname, plan.memory_mib, plan.vcpus) == ("/work", "abc123", 1024 - 160, 2)
+    guest_mib = 1024 - bundle.OVERHEAD_MIB
+    assert (plan.process.cwd, plan.hostname, plan.memory_mib, plan.vcpus) == ("/work", "abc123", guest_mib, 2)
 
 
 def test_rewrite_relocates_the_image_mounts_under_the_vm_rootfs(tmp_path: Path, image_root: Path) -> None:
@@ -141,7 +142,7 @@ def test_memory_and_cpus() -> None:
 
     assert bundle.guest_memory_mib(config()) == bundle.DEFAULT_MEMORY_MIB
     assert bundle.guest_memory_mib(config(2048 * MIB)) == 2048 - bundle.OVERHEAD_MIB
-    with pytest.raises(ConfigError, match=r"invalid --memory='100m': at least 224m"):
+    with pytest.raises(ConfigError, match=r"invalid --memory='100m': at least 192m"):
         bundle.guest_memory_mib(config(100 * MIB))
     assert (bundle.guest_vcpus(config()), bundle.guest_vcpus(config(quota=250000))) == (1, 3)
 
