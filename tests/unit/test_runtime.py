@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.errors import ConfigError
-from virtainer.runtime import bundle, cli, disks, install, netsetup
+from virtainer.runtime import bundle, cli, disks, entry, install, netsetup
 from virtainer.runtime.plan import FIRMWARE, Disk, LaunchPlan, Process
 from virtainer.runtime.vm import (
     AttachedDisk,
@@ -227,6 +229,27 @@ def test_runc_command_line_is_split_and_kept() -> None:
     )
     assert parsed.argv() == argv and cli.container_id(parsed) == "ID"
     assert cli.parse(["--log=/x", "state", "ID"]).global_value("--log") == "/x"
+
+
+def test_the_verb_is_found_past_runcs_global_flags() -> None:
+    assert entry.verb(["--root", "/r", "--log=/l", "--systemd-cgroup", "state", "ID"]) == "state"
+    assert entry.verb(["--log", "create", "kill"]) == "kill"  # --log's value is not the verb
+    assert entry.verb(["--debug"]) == entry.verb([]) == entry.verb(["--root"]) == ""
+
+
+def test_the_registered_script_hands_runcs_own_verbs_to_runc(tmp_path: Path) -> None:
+    """Straight to runc (the fast path); create goes through virtainer's cli, with site-packages."""
+    script = tmp_path / "virtainer-runtime"
+    script.write_text(entry.script(sys.executable))
+    script.chmod(0o755)
+    runc = tmp_path / "runc"
+    runc.write_text('#!/bin/sh\necho "runc $*"\n')
+    runc.chmod(0o755)
+    env = {**os.environ, "VIRTAINER_RUNC": str(runc)}
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert run([str(script), "--root", "/r", "delete", "--force", "ID"]).stdout == "runc --root /r delete --force ID\n"
+    created = run([str(script), "--root", "/r", "create", "--bundle", str(tmp_path / "none"), "ID"])
+    assert created.returncode == 1 and "virtainer: cannot read" in created.stderr and not created.stdout
 
 
 def test_daemon_json_keeps_every_other_key() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -19,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtainer.errors import VirtainerError
+from virtainer.runtime.entry import OWN_COMMANDS, find_runc, verb_index
 
-# runc's global flags that take a value (everything else before the verb is a switch)
-VALUED_GLOBALS = ("--root", "--log", "--log-format", "--criu", "--rootless")
 EXIT_FAILED = 1
 
 
@@ -56,24 +54,15 @@ def _flag_value(args: list[str], name: str) -> str | None:
 
 
 def parse(argv: Sequence[str]) -> Invocation:
-    parsed = Invocation()
-    index = 0
-    while index < len(argv):
-        arg = argv[index]
-        if not arg.startswith("-"):
-            parsed.verb = arg
-            parsed.args = list(argv[index + 1 :])
-            return parsed
-        parsed.globals_.append(arg)
-        if arg in VALUED_GLOBALS and index + 1 < len(argv):
-            parsed.globals_.append(argv[index + 1])
-            index += 1
-        index += 1
-    return parsed
+    args = list(argv)
+    index = verb_index(args)
+    if index == len(args):
+        return Invocation(globals_=args)
+    return Invocation(globals_=args[:index], verb=args[index], args=args[index + 1 :])
 
 
 def runc_binary() -> str:
-    found = os.environ.get("VIRTAINER_RUNC") or shutil.which("runc")
+    found = find_runc()
     if not found:
         raise VirtainerError("runc is not installed", hint="apt-get install runc (docker.io brings it)")
     return found
@@ -146,7 +135,7 @@ def report(invocation: Invocation, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] in (["install"], ["uninstall"]):
+    if args[:1] and args[0] in OWN_COMMANDS:
         from virtainer.runtime import install
 
         return install.main(args)

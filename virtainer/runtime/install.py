@@ -7,9 +7,9 @@ running container is disturbed. Says exactly what it changed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +20,7 @@ from typing import Any
 
 from virtainer.errors import VirtainerError
 from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, exit_status
-from virtainer.runtime import artifacts
+from virtainer.runtime import artifacts, entry
 
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 DOCKER_PIDFILE = Path("/var/run/docker.pid")
@@ -33,15 +33,19 @@ class InstallError(VirtainerError):
     pass
 
 
-def runtime_executable() -> str:
-    """The `virtainer-runtime` next to this Python (a venv's bin), else the one on PATH."""
-    beside = Path(sys.executable).parent / "virtainer-runtime"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("virtainer-runtime")
-    if not found:
-        raise InstallError("virtainer-runtime is not installed", hint="pip install virtainer (it adds the command)")
-    return str(Path(found).resolve())
+def entry_script() -> str:
+    """The executable dockerd calls: virtainer.runtime.entry under this Python without `site`
+    (~50 ms less per call than the `virtainer-runtime` command; dockerd makes 3-5 per docker run).
+    One per Python and checkout, in the runtime cache, rewritten only when it differs."""
+    text = entry.script(sys.executable)
+    path = artifacts.cache_root() / "bin" / f"virtainer-runtime-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}")
+        temporary.write_text(text)
+        temporary.chmod(0o755)
+        temporary.replace(path)
+    return str(path)
 
 
 def read_daemon_json(path: Path) -> dict[str, Any]:
@@ -99,30 +103,33 @@ def dockerd_pid() -> int:
     return int(found[0])
 
 
-def docker_runtimes() -> set[str]:
+def docker_runtimes() -> dict[str, str | None]:
+    """The runtimes dockerd has loaded, with their paths."""
     done = subprocess.run(
         ["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True, timeout=30, check=False
     )
     try:
-        return set(json.loads(done.stdout or "{}"))
-    except ValueError:
-        return set()
+        loaded = json.loads(done.stdout or "{}")
+        return {name: (entry or {}).get("path") for name, entry in loaded.items()}
+    except (ValueError, AttributeError):
+        return {}
 
 
-def reload_dockerd(name: str, *, present: bool) -> None:
-    """SIGHUP (never a restart: other containers keep running), then wait until dockerd agrees."""
+def reload_dockerd(name: str, path: str | None) -> None:
+    """SIGHUP (never a restart: other containers keep running), then wait until dockerd has `name`
+    at `path` (None: has it no more)."""
     os.kill(dockerd_pid(), signal.SIGHUP)
     deadline = time.monotonic() + RELOAD_DEADLINE_S
-    while (name in docker_runtimes()) != present:
+    while docker_runtimes().get(name) != path:
         if time.monotonic() > deadline:
-            raise InstallError(f"dockerd did not {'pick up' if present else 'drop'} runtime '{name}' after SIGHUP")
+            raise InstallError(f"dockerd did not {'pick up' if path else 'drop'} runtime '{name}' after SIGHUP")
         time.sleep(0.2)
 
 
 def install(name: str, config: Path, *, reload: bool, rebuild: bool) -> list[str]:
     said: list[str] = []
     artifacts.ensure(rebuild=rebuild, say=lambda line: print(f"virtainer runtime: {line}", flush=True))
-    executable = runtime_executable()
+    executable = entry_script()
     old = read_daemon_json(config)
     new = with_runtime(old, name, executable)
     if new == old:
@@ -130,8 +137,8 @@ def install(name: str, config: Path, *, reload: bool, rebuild: bool) -> list[str
     else:
         write_daemon_json(config, new)
         said.append(f"{config}: runtimes.{name}.path = {executable} (every other key kept)")
-    if reload and name not in docker_runtimes():
-        reload_dockerd(name, present=True)
+    if reload and docker_runtimes().get(name) != executable:  # new, or at another path
+        reload_dockerd(name, executable)
         said.append("dockerd reloaded with SIGHUP (running containers untouched)")
     if config == DAEMON_JSON:  # a test's own daemon.json leaves the machine's Podman alone
         said += register_with_podman(name, executable)
@@ -170,7 +177,7 @@ def uninstall(name: str, config: Path, *, reload: bool) -> list[str]:
     write_daemon_json(config, new)
     said.append(f"{config}: runtimes.{name} removed (every other key kept)")
     if reload and name in docker_runtimes():
-        reload_dockerd(name, present=False)
+        reload_dockerd(name, None)
         said.append("dockerd reloaded with SIGHUP (running containers untouched)")
     return said
 
