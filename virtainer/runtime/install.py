@@ -7,6 +7,7 @@ running container is disturbed. Says exactly what it changed.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -46,6 +47,12 @@ def entry_script() -> str:
         temporary.chmod(0o755)
         temporary.replace(path)
     return str(path)
+
+
+def compile_code() -> None:
+    """Bytecode beside virtainer's sources: the launcher imports them from a read-only bind mount
+    (PYTHONDONTWRITEBYTECODE), so without it every container compiles them again at its start."""
+    compileall.compile_dir(Path(__file__).resolve().parents[1], quiet=2)
 
 
 def read_daemon_json(path: Path) -> dict[str, Any]:
@@ -129,6 +136,7 @@ def reload_dockerd(name: str, path: str | None) -> None:
 def install(name: str, config: Path, *, reload: bool, rebuild: bool) -> list[str]:
     said: list[str] = []
     artifacts.ensure(rebuild=rebuild, say=lambda line: print(f"virtainer runtime: {line}", flush=True))
+    compile_code()
     executable = entry_script()
     old = read_daemon_json(config)
     new = with_runtime(old, name, executable)
