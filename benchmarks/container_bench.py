@@ -10,6 +10,10 @@ and idle memory of everything in the container except QEMU.
 
     sudo .venv/bin/python benchmarks/container_bench.py [--rounds 3] [--skip-cloud]
 Goals (issue 14): overhead under 1.0 s; idle memory beyond QEMU under 60 MiB with the API on.
+
+Old against new, interleaved (each round runs both, in alternating order; --skip-cloud implied):
+another image (`--baseline-image TAG`, e.g. one built from an earlier checkout), or the same image
+with an environment variable set (`--ab-env MALLOC_ARENA_MAX=2`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +94,75 @@ def _pss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+@dataclass
+class TinyRound:
+    overhead_s: float
+    pss_mib: float
+    rss_mib: float
+    per_command: dict[str, float]
+    api_first_answer_s: float | None = None
+    pss_after_api_mib: float | None = None
+
+    def describe(self) -> str:
+        top = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(self.per_command.items(), key=lambda x: -x[1])[:4])
+        line = (
+            f"overhead {self.overhead_s:.2f} s, memory PSS {self.pss_mib:.1f} MiB / RSS {self.rss_mib:.1f} MiB ({top})"
+        )
+        if self.api_first_answer_s is not None:
+            line += f"; API answered after {self.api_first_answer_s:.2f} s, then {self.pss_after_api_mib:.1f}"
+        return line
+
+
+def tiny_round(image: str, volume: Path, api: bool, **env: str) -> TinyRound:
+    """docker run of the tiny guest: to domain running, idle memory, the API's first answer."""
+    overhead, container = controller_overhead(image, volume, **env)
+    try:
+        wait_for(lambda: "GUEST-READY" in container.logs(), 60, 0.5)
+        result = TinyRound(overhead, *idle_memory_mib(container))
+        if api:
+            result.api_first_answer_s = wait_for(lambda: api_answers(container.ip), 120, 0.05)
+            result.pss_after_api_mib = idle_memory_mib(container)[0]
+        return result
+    finally:
+        container.remove()
+
+
+def compare(work: Path, rounds: int, variants: dict[str, tuple[str, dict[str, str]]], api: bool) -> None:
+    """Interleaved rounds of each variant (name -> image, environment), medians side by side."""
+    results: dict[str, list[TinyRound]] = {name: [] for name in variants}
+    names = list(variants)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            image, env = variants[name]
+            volume = work / f"tiny-{index}-{len(results[name])}-{names.index(name)}"
+            volume.mkdir()
+            results[name].append(tiny_round(image, volume, api, **env))
+            load = Path("/proc/loadavg").read_text().split()[:3]
+            print(f"round {index + 1}: {name:9s} {results[name][-1].describe()} (load {' '.join(load)})",
+                  file=sys.stderr)  # fmt: skip
+    for name in names:
+        runs = results[name]
+        print(f"{name:9s}: docker run -> domain running {statistics.median(r.overhead_s for r in runs):5.2f} s, "
+              f"idle PSS {statistics.median(r.pss_mib for r in runs):5.1f} MiB (RSS "
+              f"{statistics.median(r.rss_mib for r in runs):5.1f})", end="")  # fmt: skip
+        after = [r.pss_after_api_mib for r in runs if r.pss_after_api_mib is not None]
+        print(f", after the API's first answer {statistics.median(after):5.1f} MiB" if after else "")
+    new = results["new"]
+    overhead, pss = statistics.median(r.overhead_s for r in new), statistics.median(r.pss_mib for r in new)
+    print("\n".join(verdicts(overhead, pss, api)))
+
+
+def verdicts(overhead_s: float, pss_mib: float, api: bool) -> list[str]:
+    """One line per goal of issue 14 that this benchmark measures."""
+
+    def line(goal: str, met: bool, detail: str) -> str:
+        return f"{'MET ' if met else 'MISS'} {goal}: {detail}"
+
+    memory_goal = "idle memory beyond QEMU < 60 MiB PSS" + (" with the REST API on" if api else " (API off)")
+    return [line("docker run -> domain running < 1.0 s", overhead_s < 1.0, f"{overhead_s:.2f} s"),
+            line(memory_goal, pss_mib < 60, f"{pss_mib:.1f} MiB")]  # fmt: skip
+
+
 def api_answers(address: str) -> bool:
     """Any HTTP answer from the container's API (it loads on the first connection; /healthz
     without a token is refused with 401, which is an answer)."""
@@ -129,45 +203,42 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-cloud", action="store_true", help="only overhead and memory (fast)")
     parser.add_argument("--no-api", action="store_true", help="measure with the REST API off (VIRTAINER_API=0)")
+    parser.add_argument("--baseline-image", help="compare against this image (old vs new, interleaved)")
+    parser.add_argument("--ab-env", metavar="KEY=VALUE", help="compare the image without and with this variable")
     args = parser.parse_args()
     generic = build_image("generic").tag
     work = Path(tempfile.mkdtemp(prefix="virtainer-cbench-", dir="/var/tmp"))
     os.chmod(work, 0o755)
-    overheads: list[float] = []
-    memory: list[float] = []
-    first_answers: list[float] = []
-    memory_after_api: list[float] = []
+    env = {"VIRTAINER_API": "0"} if args.no_api else {}
+    if args.baseline_image or args.ab_env:
+        variants = {"new": (generic, env)}
+        if args.baseline_image:
+            variants["baseline"] = (args.baseline_image, env)
+        if args.ab_env:
+            key, _, value = args.ab_env.partition("=")
+            variants[args.ab_env] = (generic, {**env, key: value})
+        try:
+            compare(work, args.rounds, variants, api=not args.no_api)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
+    tiny: list[TinyRound] = []
     try:
         for index in range(args.rounds):
             volume = work / f"tiny-{index}"
             volume.mkdir()
-            env = {"VIRTAINER_API": "0"} if args.no_api else {}
-            overhead, container = controller_overhead(generic, volume, **env)
-            try:
-                wait_for(lambda c=container: "GUEST-READY" in c.logs(), 60, 0.5)
-                total, rss, per_command = idle_memory_mib(container)
-                if not args.no_api:
-                    first_answers.append(wait_for(lambda c=container: api_answers(c.ip), 120, 0.05))
-                    memory_after_api.append(idle_memory_mib(container)[0])
-            finally:
-                container.remove()
-            overheads.append(overhead)
-            memory.append(total)
-            top = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(per_command.items(), key=lambda x: -x[1])[:4])
-            api = (
-                f"; API answered after {first_answers[-1]:.2f} s, then {memory_after_api[-1]:.1f}"
-                if first_answers
-                else ""
-            )
-            line = (
-                f"round {index + 1}: overhead {overhead:.2f} s, memory PSS {total:.1f} MiB / RSS {rss:.1f} MiB ({top})"
-            )
-            print(line + api, file=sys.stderr)
+            tiny.append(tiny_round(generic, volume, api=not args.no_api, **env))
+            print(f"round {index + 1}: {tiny[-1].describe()}", file=sys.stderr)
+        overheads = [r.overhead_s for r in tiny]
+        memory = [r.pss_mib for r in tiny]
+        first_answers = [r.api_first_answer_s for r in tiny if r.api_first_answer_s is not None]
+        memory_after_api = [r.pss_after_api_mib for r in tiny if r.pss_after_api_mib is not None]
         print(f"docker run -> domain running : {statistics.median(overheads):6.2f} s (median; goal < 1.0 s)")
         print(f"idle memory except QEMU (PSS): {statistics.median(memory):6.1f} MiB (median; goal < 60 MiB)")
         if first_answers:
             print(f"the API's first answer       : {statistics.median(first_answers):6.2f} s (median; it loads then)")
             print(f"memory after it (PSS)        : {statistics.median(memory_after_api):6.1f} MiB (median)")
+        print("\n".join(verdicts(statistics.median(overheads), statistics.median(memory), not args.no_api)))
         if args.skip_cloud:
             return 0
         debian = build_image("debian", {"IMAGE_FILE": str(cloud_guest().base_image), "OS_VARIANT": "debian12"}).tag
