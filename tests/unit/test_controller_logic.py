@@ -216,3 +216,23 @@ def test_guard_rules_close_the_control_ports_to_the_guest_only() -> None:
     assert controller_config({"VIRTAINER_GUEST_CONTROL_ACCESS": "yes"}).guest_control_access is True
     with pytest.raises(ConfigError, match="VIRTAINER_GUEST_CONTROL_ACCESS='maybe'"):
         controller_config({"VIRTAINER_GUEST_CONTROL_ACCESS": "maybe"})
+
+
+def test_one_iptables_restore_declares_hooks_once_and_keeps_the_rules_order() -> None:
+    api = network.ReservedPort("tcp", (8470, 8470), "REST API")
+    net = network.GuestNetwork(LAN, MAC, reserved=RESERVED, guarded=(api,))
+    fresh = network.restore_input(net, hooked=set()).splitlines()
+    assert fresh[:4] == [
+        "*nat",
+        ":VIRTAINER-DNAT - [0:0]",
+        ":VIRTAINER-MASQ - [0:0]",
+        "-I PREROUTING 1 -j VIRTAINER-DNAT",
+    ]
+    assert "*filter" in fresh and fresh.count("COMMIT") == 2
+    rules = [line for line in fresh if line.startswith("-A ")]
+    assert rules == [" ".join(rule) for rule in network.all_rules(net)]  # every rule, in order, nat's first
+    again = network.restore_input(net, hooked={("PREROUTING", "VIRTAINER-DNAT"), ("INPUT", "VIRTAINER-INPUT")})
+    assert "-I PREROUTING 1 -j VIRTAINER-DNAT" not in again and "-I INPUT 1 -j VIRTAINER-INPUT" not in again
+    assert "-I POSTROUTING 1 -j VIRTAINER-MASQ" in again  # a missing hook is still inserted
+    with pytest.raises(network.NetworkSetupError, match="blank or quote"):
+        network._restore_line(["-A", "VIRTAINER-DNAT", "-m", "comment", "--comment", "a b"])

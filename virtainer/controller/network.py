@@ -209,24 +209,62 @@ def _iptables(*args: str, check: bool = True) -> bool:
     return done.returncode == 0
 
 
-def _hook_chain(table: str, parent: str, chain: str) -> None:
-    """Create (or empty) our chain and jump to it from the parent once, idempotently."""
-    if not _iptables("-t", table, "-N", chain, check=False):
-        _iptables("-t", table, "-F", chain)
-    if not _iptables("-t", table, "-C", parent, "-j", chain, check=False):
-        _iptables("-t", table, "-I", parent, "1", "-j", chain)
-
-
 def all_rules(net: GuestNetwork) -> list[list[str]]:
     return [*dnat_rules(net), *masquerade_rules(net), *guard_rules(net), *isolation_rules(net)]
 
 
 def install_rules(net: GuestNetwork) -> None:
-    """Our chains, emptied and filled again: installing twice leaves the rules of one install."""
-    for table, parent, chain in CHAINS:
-        _hook_chain(table, parent, chain)
-    for rule in all_rules(net):
-        _iptables("-t", rule_table(rule), *rule)
+    """Our chains, emptied and filled again: installing twice leaves the rules of one install.
+
+    One iptables-restore for all of it, where one iptables run per chain and rule took ~15
+    processes on the start's critical path, before the domain is defined."""
+    _run_iptables_tool("iptables-restore", "--noflush", "-w", stdin=restore_input(net, hooked_chains()))
+
+
+def restore_input(net: GuestNetwork, hooked: set[tuple[str, str]]) -> str:
+    """iptables-restore's input (with --noflush: nobody else's rules change). Declaring a chain
+    creates it, or empties it when it exists; a parent jumps to it once: the jump is inserted
+    (first, as before libvirt's) only where `hooked` (parent, chain) has none yet."""
+    rules = all_rules(net)
+    lines: list[str] = []
+    for table in dict.fromkeys(table for table, _, _ in CHAINS):
+        ours = [(parent, chain) for chain_table, parent, chain in CHAINS if chain_table == table]
+        lines.append(f"*{table}")
+        lines += [f":{chain} - [0:0]" for _, chain in ours]
+        lines += [f"-I {parent} 1 -j {chain}" for parent, chain in ours if (parent, chain) not in hooked]
+        lines += [_restore_line(rule) for rule in rules if rule_table(rule) == table]
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _restore_line(rule: list[str]) -> str:
+    # iptables-restore splits on blanks and knows no shell quoting: no argument may hold one
+    if any(not word or any(blank in word for blank in " \t\n\"'") for word in rule):
+        raise NetworkSetupError(f"an iptables rule argument holds a blank or quote: {rule}")
+    return " ".join(rule)
+
+
+def hooked_chains() -> set[tuple[str, str]]:
+    """The (parent, chain) jumps to our chains that are already there (a restarted container)."""
+    listing = _run_iptables_tool("iptables-save")
+    ours = {chain for _, _, chain in CHAINS}
+    hooked = set()
+    for line in listing.splitlines():
+        words = line.split()
+        if len(words) == 4 and words[0] == "-A" and words[2] == "-j" and words[3] in ours:
+            hooked.add((words[1], words[3]))
+    return hooked
+
+
+def _run_iptables_tool(*argv: str, stdin: str | None = None) -> str:
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise NetworkSetupError("iptables is not installed in the image") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise NetworkSetupError(f"{argv[0]} failed: {detail[-1] if detail else 'no output'}")
+    return done.stdout
 
 
 def remove_rules() -> None:
