@@ -57,8 +57,10 @@ def docker_host_address(network: str = "bridge") -> str:
 
     Not IPAM's Gateway field: an engine that has just created its default bridge reports none
     (the field appears only after a daemon restart)."""
-    template = '{{index .Options "com.docker.network.bridge.name"}}'
-    interface = docker("network", "inspect", network, "-f", template).stdout.strip() or "docker0"
+    template = '{{.Id}} {{with index .Options "com.docker.network.bridge.name"}}{{.}}{{end}}'
+    network_id, _, named = docker("network", "inspect", network, "-f", template).stdout.strip().partition(" ")
+    # a user-defined network's bridge is br-<first 12 of its id> unless named; the default one's docker0
+    interface = named or ("docker0" if network == "bridge" else f"br-{network_id[:12]}")
     done = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", interface], capture_output=True, text=True,
                           timeout=30, check=False)  # fmt: skip
     match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", done.stdout)

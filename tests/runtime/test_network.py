@@ -1,6 +1,7 @@
 """Container-name DNS on a user-defined network: Docker's embedded resolver (127.0.0.11, in the
 container's network namespace) answers the VM's queries (UDP and TCP), carried by the guest init and
-the launcher; several networks attached at create give the VM their interfaces, as runc does."""
+the launcher; other names go to the container's --dns servers as with runc; several networks
+attached at create give the VM their interfaces, as runc does."""
 
 from __future__ import annotations
 
@@ -12,12 +13,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.container.docker import docker
-from tests.runtime.common import VM_TIMEOUT_S, removed_after, run, unique
+from tests.container.docker import docker, docker_host_address
+from tests.runtime.common import VM_TIMEOUT_S, removed_after, run, same_as_runc, unique
+from tests.runtime.tiny_dns import tiny_dns
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.runtime
 SERVE = "mkdir /www; echo hello-from-{name} > /www/index.html; exec httpd -f -p 80 -h /www"
+MADE_UP = {"made-up.virtainer.test": "192.0.2.77"}  # a name only the test's own DNS server knows
+# what the container's resolver shows and answers: the made-up name, an unknown one (NXDOMAIN)
+LOOKUPS = "; ".join(
+    ["cat /etc/resolv.conf"] + [f"nslookup -type=a {name}.virtainer.test; echo $?" for name in ("made-up", "nope")]
+)  # A queries only: busybox prints A and AAAA answers in the order they come
+
+
+def dns_options(server: str) -> tuple[str, ...]:
+    return ("--dns", server, "--dns-search", "virtainer.test", "--dns-option", "ndots:2")
 
 
 @contextlib.contextmanager
@@ -43,6 +54,25 @@ def test_two_runtime_containers_reach_each_other_by_name(runtime: str, images: d
         script = f"grep -c '^nameserver 127.0.0.11$' /etc/resolv.conf; wget -qO- http://{server}/"
         done = run("--network", network, images["busybox"], "sh", "-c", script, runtime=runtime)
         assert (done.stdout, done.returncode) == (f"1\nhello-from-{server}\n", 0), done.stderr
+
+
+def test_dns_search_and_options_as_with_runc_on_a_user_network_and_the_default_bridge(
+    runtime: str, images: dict[str, str]
+) -> None:
+    """--dns on a user network: Docker's resolver answers container names and forwards the others
+    to the container's --dns servers (from the container's address, which the VM has); on the
+    default bridge resolv.conf names the servers themselves. The server is the test's own, on its
+    network's bridge address (the host's, which both networks reach)."""
+    with user_network() as network:
+        address = docker_host_address(network)
+        with tiny_dns(address, MADE_UP) as server:
+            for attached in (network, "bridge"):
+                done = same_as_runc(runtime, "--network", attached, *dns_options(address), images["busybox"],
+                                    "sh", "-c", LOOKUPS)  # fmt: skip
+                assert "search virtainer.test\n" in done.stdout and "options ndots:2\n" in done.stdout
+                assert "Address: 192.0.2.77\n" in done.stdout and "NXDOMAIN" in done.stdout, done.stdout
+                assert re.findall(r"^\d+$", done.stdout, re.MULTILINE) == ["0", "1"], done.stdout  # nslookup's
+        assert server.clients, "the test's DNS server was never asked"
 
 
 def dns_query_over_tcp(name: str) -> bytes:

@@ -396,15 +396,38 @@ def test_disks_are_created_formatted_and_filled_or_used_as_they_are(tmp_path: Pa
 def test_the_guest_asks_the_servers_docker_forwards_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 10.255.255.53\nnameserver ::1\nnameserver 127.0.0.1\nsearch x\n")
-    assert netsetup.docker_upstream_servers(resolv) == ("10.255.255.53",)
+    assert netsetup.docker_upstream_servers(resolv_conf=resolv) == ("10.255.255.53",)
     resolved = tmp_path / "systemd-resolv.conf"
     resolved.write_text("nameserver 192.0.2.53\n")
     monkeypatch.setattr(netsetup, "SYSTEMD_RESOLV_CONF", resolved)
     resolv.write_text("nameserver 127.0.0.53\n")  # systemd-resolved: its real servers, as dockerd reads them
-    assert netsetup.docker_upstream_servers(resolv) == ("192.0.2.53",)
+    assert netsetup.docker_upstream_servers(resolv_conf=resolv) == ("192.0.2.53",)
     monkeypatch.setattr(netsetup, "SYSTEMD_RESOLV_CONF", tmp_path / "absent")
-    assert netsetup.docker_upstream_servers(resolv) == ("8.8.8.8", "8.8.4.4")  # dockerd's defaults
+    assert netsetup.docker_upstream_servers(resolv_conf=resolv) == ("8.8.8.8", "8.8.4.4")  # dockerd's defaults
+    record = tmp_path / "containers" / "abc"
+    record.mkdir(parents=True)
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"dns": ["192.0.2.7", "127.0.0.1"]}')
+    assert netsetup.docker_upstream_servers(record, daemon_json, resolv) == ("192.0.2.7",)  # daemon.json's
+    (record / "hostconfig.json").write_text('{"Dns": ["127.0.0.1", "fd00::1", "192.0.2.9", "10.0.0.9"]}')
+    assert netsetup.docker_upstream_servers(record, daemon_json, resolv) == ("192.0.2.9", "10.0.0.9")  # --dns
+    (record / "hostconfig.json").write_text('{"Dns": ["127.0.0.1"]}')  # asked from the host's namespace
+    assert netsetup.docker_upstream_servers(record, daemon_json, resolv) == ("192.0.2.7",)
+    (record / "hostconfig.json").write_text('{"Dns": null}')
+    daemon_json.write_text("not json")
+    assert netsetup.docker_upstream_servers(record, daemon_json, resolv) == ("8.8.8.8", "8.8.4.4")
     shown = plan(dns_upstreams=("192.0.2.53",))
     assert b"dns-upstream\x00192.0.2.53\x00" in guest_config(shown, with_stdin=False, nics=[], dns_proxy=True)
     assert b"dns-upstream" not in guest_config(shown, with_stdin=False, nics=[], dns_proxy=False)
     assert LaunchPlan.from_json(shown.to_json()) == shown
+
+
+def test_the_containers_dns_servers_are_read_from_dockerds_record(tmp_path: Path, image_root: Path) -> None:
+    """dockerd keeps --dns to itself on a user network (resolv.conf names 127.0.0.11): its record
+    of the container, the directory resolv.conf is bound from, has them."""
+    record = tmp_path / "containers" / "abc"
+    record.mkdir(parents=True)
+    (record / "hostconfig.json").write_text('{"Dns": ["192.0.2.10"], "DnsSearch": ["example"]}')
+    config = docker_config(image_root)
+    config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind", "source": str(record / "resolv.conf")})
+    assert bundle.rewrite(config, tmp_path, paths(tmp_path), "abc")[1].dns_upstreams == ("192.0.2.10",)

@@ -116,7 +116,7 @@ def rewrite(
         disks=disks,
         vnc_port=vnc_port,
         video=video,
-        dns_upstreams=docker_upstream_servers(),
+        dns_upstreams=docker_upstream_servers(_docker_record(config)),
     )
     new["root"] = {"path": str(paths.tree), "readonly": True}
     read_only = bool((config.get("root") or {}).get("readonly"))  # docker run --read-only, runc's spec
@@ -162,6 +162,14 @@ def _own_network_namespace(config: dict[str, Any]) -> bool:
     """True when runc creates a network namespace for the container (not --network host/container:)."""
     namespaces = (config.get("linux") or {}).get("namespaces") or []
     return any(ns.get("type") == "network" and not ns.get("path") for ns in namespaces)
+
+
+def _docker_record(config: dict[str, Any]) -> Path | None:
+    """dockerd's directory for this container (config.v2.json, hostconfig.json), the one its
+    resolv.conf is bound from; None when no resolv.conf is bound (not from dockerd)."""
+    mounts = config.get("mounts") or []
+    source = next((m.get("source") for m in mounts if m.get("destination") == "/etc/resolv.conf"), None)
+    return Path(source).parent if source else None
 
 
 def _image_root(config: dict[str, Any], bundle: Path) -> Path:

@@ -22,8 +22,8 @@ from typing import Any
 from virtainer.errors import VirtainerError
 from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, exit_status
 from virtainer.runtime import artifacts, entry
+from virtainer.runtime.netsetup import DAEMON_JSON
 
-DAEMON_JSON = Path("/etc/docker/daemon.json")
 DOCKER_PIDFILE = Path("/var/run/docker.pid")
 DEFAULT_NAME = "virtainer"
 PODMAN_DROPINS = Path("/etc/containers/containers.conf.d")  # rootful Podman's containers.conf drop-ins

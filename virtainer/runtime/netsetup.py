@@ -33,6 +33,7 @@ DOCKER_DNS = ("127.0.0.11", 53)
 DNS_TIMEOUT_S = 5.0
 DOCKER_DNS_WAIT_S = 2.0  # then the guest asks the upstream servers (a client's first try lasts 5 s)
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+DAEMON_JSON = Path("/etc/docker/daemon.json")  # dockerd's settings; its "dns" is what --dns defaults to
 SYSTEMD_RESOLV_CONF = Path("/run/systemd/resolve/resolv.conf")
 DOCKER_DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 MAX_UPSTREAMS = 3  # the guest init's limit
@@ -151,14 +152,37 @@ def uses_docker_dns(resolv_conf: Path) -> bool:
     return re.search(rf"^\s*nameserver\s+{re.escape(DOCKER_DNS[0])}\s*$", text, re.MULTILINE) is not None
 
 
-def docker_upstream_servers(resolv_conf: Path = HOST_RESOLV_CONF) -> tuple[str, ...]:
-    """The IPv4 servers dockerd's resolver forwards to without --dns: the host's, loopback ones
-    left out (systemd-resolved's real ones in their place), else Google's, as dockerd does."""
+def docker_upstream_servers(
+    container_record: Path | None = None, daemon_json: Path = DAEMON_JSON, resolv_conf: Path = HOST_RESOLV_CONF
+) -> tuple[str, ...]:
+    """The IPv4 servers dockerd's resolver forwards other names to, chosen as dockerd chooses them:
+    the container's --dns (its hostconfig.json in container_record, dockerd's record of it), else
+    daemon.json's "dns", else the host's resolv.conf servers, loopback ones left out
+    (systemd-resolved's real ones in their place), else Google's. Loopback --dns servers are left
+    out too: dockerd asks those from the host's namespace, which the guest cannot reach."""
+    for path, key in ((container_record and container_record / "hostconfig.json", "Dns"), (daemon_json, "dns")):
+        chosen = _usable(_listed_servers(path, key)) if path else ()
+        if chosen:
+            return chosen
     servers = _nameservers(resolv_conf)
-    if not [server for server in servers if not ipaddress.ip_address(server).is_loopback]:
+    if not _usable(servers):
         servers = _nameservers(SYSTEMD_RESOLV_CONF)
-    usable = tuple(server for server in servers if not ipaddress.ip_address(server).is_loopback)
-    return usable[:MAX_UPSTREAMS] or DOCKER_DEFAULT_DNS
+    return _usable(servers) or DOCKER_DEFAULT_DNS
+
+
+def _usable(servers: list[str]) -> tuple[str, ...]:
+    """The IPv4 servers the guest can ask (not loopback), at most the guest init's limit."""
+    ipv4 = [server for server in servers if _is_ipv4(server)]
+    return tuple(server for server in ipv4 if not ipaddress.ip_address(server).is_loopback)[:MAX_UPSTREAMS]
+
+
+def _listed_servers(path: Path, key: str) -> list[str]:
+    """The list under KEY in a JSON file (dockerd's record or daemon.json); [] when unreadable."""
+    try:
+        servers = json.loads(path.read_text(errors="replace")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(server) for server in servers] if isinstance(servers, list) else []
 
 
 def _nameservers(path: Path) -> list[str]:
@@ -166,8 +190,7 @@ def _nameservers(path: Path) -> list[str]:
         text = path.read_text(errors="replace")
     except OSError:
         return []
-    found = re.findall(r"^\s*nameserver\s+(\S+)", text, re.MULTILINE)
-    return [server for server in found if _is_ipv4(server)]
+    return re.findall(r"^\s*nameserver\s+(\S+)", text, re.MULTILINE)
 
 
 def _is_ipv4(text: str) -> bool:

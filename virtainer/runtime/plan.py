@@ -77,7 +77,7 @@ class LaunchPlan:
     disks: tuple[Disk, ...] = ()  # RUNCVM_DISKS
     vnc_port: int | None = None  # RUNCVM_DISPLAY_MODE=vnc / RUNCVM_QEMU_VNC_DISPLAY: 5900 + display
     video: str = "none"  # the display adapter (RUNCVM_QEMU_VGA); one is needed for VNC
-    # the servers Docker's resolver forwards other names to (the host's), asked by the guest itself
+    # the servers Docker's resolver forwards other names to (--dns, else the host's), asked by the guest itself
     dns_upstreams: tuple[str, ...] = ()
 
     def to_json(self) -> str:
