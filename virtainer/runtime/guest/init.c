@@ -1046,6 +1046,9 @@ int main(void) {
                 s.in_dst = -1;
             }
         }
+        /* an exec session whose process was reaped and whose output ended in this round: "done"
+         * now, not after the next poll's timeout (500 ms: most of docker exec's latency) */
+        finish_sessions(s.ctl_port);
         /* a pty: once the child is gone, drain what is left in the master, then stop */
         if (s.status >= 0 && s.master >= 0 && s.out_src >= 0) {
             struct pollfd p = {.fd = s.out_src, .events = POLLIN};
