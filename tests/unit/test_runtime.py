@@ -17,10 +17,9 @@ from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.errors import ConfigError
 from virtainer.runtime import bundle, cli, disks, entry, install, netsetup
-from virtainer.runtime.plan import FIRMWARE, Disk, LaunchPlan, Process
+from virtainer.runtime.plan import FIRMWARE, Disk, LaunchPlan, Nic, Process
 from virtainer.runtime.vm import (
     AttachedDisk,
-    Nic,
     PortRelay,
     VmFiles,
     guest_config,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from virtainer.errors import VirtainerError
-from virtainer.runtime.vm import Nic
+from virtainer.runtime.plan import Nic
 
 CONTAINER_NIC = "eth0"
 # Docker's embedded resolver on user-defined networks: only in the container's network namespace

@@ -64,6 +64,20 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """One of the container's interfaces, handed to the VM (netsetup takes it over, vm renders it);
+    here rather than in vm so that netsetup, and the runtime's create and exec through bundle,
+    do not load vm's Jinja and lxml."""
+
+    mac: str
+    tap: str
+    address: str  # a.b.c.d
+    prefix: int
+    gateway: str | None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
 class LaunchPlan:
     container_id: str
     process: Process

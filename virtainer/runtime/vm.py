@@ -13,7 +13,7 @@ import jinja2
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.domain_model import METADATA_NS
-from virtainer.runtime.plan import FIRMWARE, QEMU, VIRTIOFSD, Disk, LaunchPlan
+from virtainer.runtime.plan import FIRMWARE, QEMU, VIRTIOFSD, Disk, LaunchPlan, Nic
 
 # virtio-serial port names, shared with guest/init.c
 PORT_STDIN = "virtainer.stdin"
@@ -33,16 +33,6 @@ MACHINE = "q35"
 # fills ~47 MiB): at 16 MiB the boot retranslates after a flush or two for no measurable CPU time,
 # at 8 MiB it costs ~0.4 CPU s more (interleaved rounds, see git log)
 TCG_CACHE_MIB = 16
-
-
-@dataclass(frozen=True)
-class Nic:
-    mac: str
-    tap: str
-    address: str  # a.b.c.d
-    prefix: int
-    gateway: str | None
-    mtu: int | None = None
 
 
 @dataclass(frozen=True)
