@@ -236,3 +236,24 @@ def test_one_iptables_restore_declares_hooks_once_and_keeps_the_rules_order() ->
     assert "-I POSTROUTING 1 -j VIRTAINER-MASQ" in again  # a missing hook is still inserted
     with pytest.raises(network.NetworkSetupError, match="blank or quote"):
         network._restore_line(["-A", "VIRTAINER-DNAT", "-m", "comment", "--comment", "a b"])
+
+
+def test_the_api_settings_are_checked_by_a_child_process_that_names_a_bad_one(tmp_path: Path) -> None:
+    from virtainer.api import container as api_container
+
+    environ = {"VIRTAINER_API_LISTEN": "127.0.0.1", "VIRTAINER_API_PORT": "0",
+               "VIRTAINER_API_TOKEN_FILE": str(tmp_path / "token")}  # fmt: skip
+    checked = api_container.check(environ, "vm")
+    assert checked is not None
+    assert (checked.listen, checked.port, checked.token, checked.token_file) == (
+        "127.0.0.1",
+        0,
+        None,
+        tmp_path / "token",
+    )
+    assert checked.settings().vms == ("vm",) and not checked.settings().refuse_local_peers
+    with pytest.raises(ConfigError, match="invalid VIRTAINER_API_TOKEN='\\*\\*\\*': at least 16 characters"):
+        api_container.check({**environ, "VIRTAINER_API_TOKEN": "short"}, "vm")
+    with pytest.raises(ConfigError, match="VIRTAINER_API_LISTEN='not-an-address'"):
+        api_container.check({**environ, "VIRTAINER_API_LISTEN": "not-an-address"}, "vm")
+    assert api_container.check({"VIRTAINER_API": "0"}, "vm") is None

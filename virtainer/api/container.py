@@ -1,7 +1,8 @@
 """The API inside the virtainer container: the few calls the controller makes.
 
     ports = controller_ports + container.reserved_ports(environ)   # never forwarded to the guest
-    settings = container.check(environ, spec.name)                  # before anything starts
+    pending = container.begin_check(environ, spec.name)             # a forked child checks them...
+    settings = pending.result()                                     # ...while libvirtd starts
     api = container.start(environ, spec.name, sink.line, settings=settings)  # after machine.up
     ... in supervision: if the VM is off and container.off_on_request(api, name): keep running
     ... at the end: container.stop(api)
@@ -14,20 +15,25 @@ import time: an image without FastAPI still runs its VM, and says why it has no 
 The API is lazy: `start` settles the token and binds the port, and FastAPI and uvicorn load on
 the first connection (that client waits in the listen backlog meanwhile). A container nobody
 calls keeps ~15 MiB less (PSS), and the boot does not share its two cores with those imports
-(~0.5 s of CPU).
+(~0.5 s of CPU). Its settings are checked by a forked child (virtainer.api.settings_check), so
+that pydantic too (~10 MiB) loads with FastAPI, not before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
+import os
 import select
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from virtainer.api.defaults import DEFAULT_PORT
-from virtainer.errors import ConfigError, VirtainerError
+from virtainer.errors import ConfigError, VirtainerError, describe_unexpected
 from virtainer.validators import flag_setting
 
 if TYPE_CHECKING:
@@ -54,20 +60,87 @@ def reserved_ports(environ: Mapping[str, str]) -> tuple[int, ...]:
     return (int(text),)
 
 
-def check(environ: Mapping[str, str], vm: str) -> ApiSettings | None:
-    """The API's settings, checked before the VM starts: an invalid token or listen address, or
-    a port another process holds, stops the container (one line, exit 2) instead of leaving a
-    VM without its API. None: the API is off, or its packages are missing (start() says so)."""
-    if not enabled(environ):
-        return None
-    try:
+@dataclasses.dataclass(frozen=True)
+class CheckedApi:
+    """The API's settings as the child process checked them: what the container needs until the
+    API's first connection (its socket, its token). ApiSettings itself is built again from the
+    same environment when the API loads."""
+
+    environ: Mapping[str, str]  # what the settings are read from, VIRTAINER_API_LISTEN decided
+    vm: str
+    listen: str
+    port: int
+    token: str | None = dataclasses.field(repr=False)
+    token_file: Path
+    refuse_local_peers: bool = False
+
+    def settings(self) -> ApiSettings:
         from virtainer.api.settings import ApiSettings
-    except ImportError:
-        return None
-    listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
-    settings = ApiSettings.from_env({**environ, "VIRTAINER_API_LISTEN": listen}, vms=(vm,))
-    settings.check_listen()
-    return settings
+
+        settings = ApiSettings.from_env(self.environ, vms=(self.vm,))
+        return settings.model_copy(update={"refuse_local_peers": True}) if self.refuse_local_peers else settings
+
+
+class PendingCheck:
+    """The settings check, running in a forked child (started by begin_check): it imports pydantic
+    and validates on the other core while this process goes on, and answers through a pipe."""
+
+    def __init__(self, environ: Mapping[str, str], vm: str) -> None:
+        listen = environ.get("VIRTAINER_API_LISTEN") or CONTAINER_LISTEN
+        self.environ, self.vm = {**environ, "VIRTAINER_API_LISTEN": listen}, vm
+        self._answer, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self._answer)
+            _answer_and_exit(write, self.environ, vm)
+        os.close(write)
+
+    def result(self) -> CheckedApi | None:
+        """The checked settings; None when the API's packages are missing (start() says so).
+        An invalid setting raises the ConfigError that names it."""
+        with os.fdopen(self._answer, "rb") as stream:
+            text = stream.read()
+        os.waitpid(self.pid, 0)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            raise VirtainerError("the REST API's settings check ended without an answer") from None
+        if "failed" in answer:
+            raise VirtainerError(f"the REST API's settings check failed: {answer['failed']}")
+        if "invalid" in answer:
+            raise ConfigError(*answer["invalid"])
+        if "missing" in answer:
+            return None
+        ok = answer["ok"]
+        return CheckedApi(self.environ, self.vm, ok["listen"], ok["port"], ok["token"], Path(ok["token_file"]))
+
+
+def _answer_and_exit(write: int, environ: dict[str, str], vm: str) -> NoReturn:
+    """The forked child: check, write the answer, and leave without the parent's exit handlers."""
+    try:
+        from virtainer.api.settings_check import check_settings
+
+        try:
+            answer = check_settings(environ, vm)
+        except Exception as error:  # noqa: BLE001 - the parent reports it in one line
+            answer = {"failed": describe_unexpected(error)}
+        with os.fdopen(write, "w") as stream:
+            json.dump(answer, stream, default=repr)
+    finally:
+        os._exit(0)
+
+
+def begin_check(environ: Mapping[str, str], vm: str) -> PendingCheck | None:
+    """Start checking the API's settings (an invalid token or listen address, or a port another
+    process holds, must stop the container before the VM starts: one line, exit 2), while the
+    caller goes on. None: the API is off."""
+    return PendingCheck(environ, vm) if enabled(environ) else None
+
+
+def check(environ: Mapping[str, str], vm: str) -> CheckedApi | None:
+    """The API's settings, checked before the VM starts (begin_check, then waiting for it)."""
+    pending = begin_check(environ, vm)
+    return pending.result() if pending is not None else None
 
 
 def start(
@@ -75,7 +148,7 @@ def start(
     vm: str,
     announce: Callable[[str], None],
     on_ready: Callable[[str, Readiness], None] | None = None,
-    settings: ApiSettings | None = None,
+    settings: CheckedApi | None = None,
 ) -> LazyApi | None:
     """Serve the API for `vm` (from its first connection on, see the module's doc), with the
     settings check() returned (checked again when not given). A VM without its API is still a VM:
@@ -88,11 +161,11 @@ def start(
         announce(f"REST API unavailable (no module named {', '.join(missing)}); the VM runs without it")
         return None
     try:
-        from virtainer.api.tokens import resolve_token
+        from virtainer.api.tokens import settle_token
 
         wanted = settings or check(environ, vm)
         assert wanted is not None
-        resolve_token(wanted, announce)  # announced now, while the user reads the log; the app reuses it
+        settle_token(wanted.token, wanted.token_file, announce)  # announced now, while the user reads the log
         api = LazyApi(wanted, announce, on_ready)
     except (ImportError, VirtainerError, OSError) as error:
         announce(f"REST API not started: {error}")
@@ -104,10 +177,10 @@ def start(
 class LazyApi:
     """The API's listening socket now; the FastAPI app and uvicorn once a client connects."""
 
-    def __init__(self, settings: ApiSettings, announce: Callable[[str], None], on_ready: OnReady | None) -> None:
-        self.settings, self.announce, self.on_ready = settings, announce, on_ready
-        family = socket.AF_INET6 if ":" in settings.listen else socket.AF_INET
-        self.socket = socket.create_server((settings.listen, settings.port), family=family, backlog=2048)
+    def __init__(self, checked: CheckedApi, announce: Callable[[str], None], on_ready: OnReady | None) -> None:
+        self.checked, self.announce, self.on_ready = checked, announce, on_ready
+        family = socket.AF_INET6 if ":" in checked.listen else socket.AF_INET
+        self.socket = socket.create_server((checked.listen, checked.port), family=family, backlog=2048)
         self.port = int(self.socket.getsockname()[1])
         self.handle: ServerHandle | None = None
         self._wake_read, self._wake_write = socket.socketpair()
@@ -116,7 +189,7 @@ class LazyApi:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.settings.listen in ("0.0.0.0", "") else self.settings.listen
+        host = "127.0.0.1" if self.checked.listen in ("0.0.0.0", "") else self.checked.listen
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def _serve_on_first_connection(self) -> None:
@@ -127,7 +200,7 @@ class LazyApi:
             from virtainer.api.server import run_in_thread
 
             self.handle = run_in_thread(
-                self.settings, announce=self.announce, on_ready=self.on_ready, sockets=[self.socket]
+                self.checked.settings(), announce=self.announce, on_ready=self.on_ready, sockets=[self.socket]
             )
         except (ImportError, VirtainerError) as error:
             self.announce(f"REST API not started: {error}")

@@ -19,14 +19,20 @@ if TYPE_CHECKING:
 
 def resolve_token(settings: ApiSettings, announce: Callable[[str], None]) -> str:
     """The configured token; else the stored one; else a new one, stored 0600 and announced."""
-    if settings.token is not None:
-        return settings.token.get_secret_value()
-    stored = _read_private(settings.token_file)
+    configured = settings.token.get_secret_value() if settings.token is not None else None
+    return settle_token(configured, settings.token_file, announce)
+
+
+def settle_token(configured: str | None, token_file: Path, announce: Callable[[str], None]) -> str:
+    """resolve_token from the two settings it reads (the container has no ApiSettings yet)."""
+    if configured is not None:
+        return configured
+    stored = _read_private(token_file)
     if stored:
         return stored
     token = secrets.token_urlsafe(32)
-    _write_private(settings.token_file, token + "\n")
-    announce(f"API token (shown once, kept in {settings.token_file}, mode 0600): {token}")
+    _write_private(token_file, token + "\n")
+    announce(f"API token (shown once, kept in {token_file}, mode 0600): {token}")
     return token
 
 

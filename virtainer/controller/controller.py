@@ -5,7 +5,9 @@ Start-up order (nothing on the volume is written before every check passed):
  2. preflight: capabilities and devices the spec needs (one line naming the flag, exit 2); without
     NET_ADMIN, QEMU's user-mode networking replaces the NAT network (said in the log);
  3. the guest LAN is chosen (or checked) and written as libvirt's autostarted `default` network;
- 4. libvirtd starts while the plan is checked (base image identity vs the diff, cloud-init input);
+ 4. libvirtd starts while the plan is checked (base image identity vs the diff, cloud-init input)
+    and a child process checks the REST API's settings (pydantic never loads in this process
+    before the API's first connection);
  5. the diff lock is taken (a second container on the same diff is refused, exit 4);
  6. iptables rules, then `machine.up` defines and starts the domain;
  7. readiness stages are awaited in a thread; the main loop supervises libvirtd and the domain.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import signal
 import socket
@@ -126,17 +129,21 @@ class Controller:
         self.ready_file.clear()
         self.sink.line(f"virtainer {__version__} controller starting")
         spec = self._resolve_spec()
-        api_settings = api_container.check(self.environ, spec.name)  # a bad token or listen address stops us here
+        # a child process checks the API's settings meanwhile (pydantic stays out of this one)
+        api_check = api_container.begin_check(self.environ, spec.name)
         spec = self.spec = self._prepare_network(spec)
-        if api_settings is not None and spec.network.mode == "user" and not self.config.guest_control_access:
+        refuse_local_peers = spec.network.mode == "user" and not self.config.guest_control_access
+        if api_check is not None and refuse_local_peers:
             # QEMU makes the guest's connections (to 10.0.2.2, or to our address) from here
-            api_settings = api_settings.model_copy(update={"refuse_local_peers": True})
             self.sink.line("user-mode networking: the REST API refuses connections from inside the container")
         self.daemon = libvirtd(self.config.libvirtd_log)
         clear_runtime_state()
         self.daemon.start()
         # while libvirtd starts: everything that can refuse the start, still without writing
         plan = self._plan(spec)
+        api_settings = api_check.result() if api_check is not None else None  # a bad token or address stops us
+        if api_settings is not None and refuse_local_peers:
+            api_settings = dataclasses.replace(api_settings, refuse_local_peers=True)
         self.lock = DiffLock(spec.diff_path)
         self.lock.acquire()
         self.hv = connect_when_ready(self.daemon, self.config.uri, self.config.libvirtd_start_timeout_s)
