@@ -14,27 +14,32 @@ All validation happens here, so bad input fails `create` with one line and leave
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from virtainer.errors import ConfigError, VirtainerError
+from virtainer.errors import ConfigError
 from virtainer.runtime.netsetup import docker_upstream_servers
 from virtainer.runtime.plan import (
     CODE_DIR,
     GUEST_DIR,
     RUN_DIR,
     SHARED_CACHE,
-    STATE_DIR,
     VM_ROOTFS,
     Disk,
     LaunchPlan,
     Process,
 )
+from virtainer.runtime.processes import EXEC_CLIENT as EXEC_CLIENT  # re-exported, as before
+from virtainer.runtime.processes import LAUNCHER as LAUNCHER
+from virtainer.runtime.processes import LAUNCHER_CAPABILITIES as LAUNCHER_CAPABILITIES
+from virtainer.runtime.processes import LAUNCHER_ENV as LAUNCHER_ENV
+from virtainer.runtime.processes import BundleError as BundleError
+from virtainer.runtime.processes import exec_process as exec_process
+from virtainer.runtime.processes import launcher_process, process_from_oci
 from virtainer.spec import VIDEO_MODELS, VNC_BASE_PORT, parse_choice, parse_disk, parse_vnc, settings_from_env
 from virtainer.spec.reader import Reader
 from virtainer.spec.settings import SETTINGS_BY_KEY
@@ -49,23 +54,6 @@ MIN_GUEST_MEMORY_MIB = 64
 # for the first container), ~100 MiB charged to the cgroup (see README)
 OVERHEAD_MIB = 128
 CONTAINER_LEVEL = ("/proc", "/sys", "/dev")  # mounts for the launcher itself; the guest makes its own
-LAUNCHER = ["/usr/bin/tini", "-s", "--", "/usr/bin/python3", "-m", "virtainer.runtime.launcher"]
-EXEC_CLIENT = ["/usr/bin/python3", "-m", "virtainer.runtime.exec_client"]
-LAUNCHER_ENV = [
-    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-    f"PYTHONPATH={CODE_DIR}",
-    "PYTHONDONTWRITEBYTECODE=1",
-    "HOME=/root",
-    f"LIBVIRT_LOG_OUTPUTS=3:file:{STATE_DIR}/libvirt.log",  # libvirt's own chatter stays off stderr
-]
-# the launcher's capabilities whatever the bundle asks (runc's own `spec` template gives three):
-# Docker's default set, plus NET_ADMIN (bridge + tap) and SYS_ADMIN (virtiofsd's sandbox). The
-# command in the VM is not bound by them: there it is a process of the guest's own kernel.
-LAUNCHER_CAPABILITIES = (
-    "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
-    "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
-)  # fmt: skip
 # host devices the launcher may use: (path, major, minor), added when present on the host
 DEVICES = (("/dev/kvm", 10, 232), ("/dev/net/tun", 10, 200), ("/dev/vhost-net", 10, 238))
 DOCKER_INIT = "/sbin/docker-init"  # `docker run --init`: the VM's own init does its job
@@ -74,10 +62,6 @@ VM_SETTINGS = ("disks", "vnc", "video")
 # what the launcher formats (mke2fs, in the runtime tree) and the guest kernel mounts (ext4 built in)
 DISK_FILESYSTEMS = ("ext4", "ext3", "ext2")
 MAX_DISKS = 16  # the guest init's and the template's limit
-
-
-class BundleError(VirtainerError):
-    """The bundle cannot be run as a VM (missing command, too little memory...)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +105,7 @@ def rewrite(
     new["root"] = {"path": str(paths.tree), "readonly": True}
     read_only = bool((config.get("root") or {}).get("readonly"))  # docker run --read-only, runc's spec
     new["mounts"] = _mounts(config.get("mounts") or [], image_root, paths, read_only=read_only)
-    new["process"] = _launcher_process(process)
+    new["process"] = launcher_process(process)
     linux = new.setdefault("linux", {})
     linux.pop("seccomp", None)
     _add_devices(linux)
@@ -189,26 +173,9 @@ def _guest_process(process: dict[str, Any], image_root: Path, mounts: list[dict[
         args = args[2:] if args[1:2] == ["--"] else args[1:]
     if not args:
         raise BundleError("no command: the image has no CMD or ENTRYPOINT and none was given")
-    guest = _process_from_oci(process, args)
+    guest = process_from_oci(process, args)
     _check_command(args[0], guest.env, image_root, mounts)
     return guest
-
-
-def _process_from_oci(process: dict[str, Any], args: list[str]) -> Process:
-    """An OCI process (config.json's or `docker exec`'s) as the guest runs it, with these args."""
-    user = process.get("user") or {}
-    size = process.get("consoleSize") or {}
-    return Process(
-        args=args,
-        env=[str(entry) for entry in process.get("env") or []],
-        cwd=str(process.get("cwd") or "/"),
-        uid=int(user.get("uid", 0)),
-        gid=int(user.get("gid", 0)),
-        groups=[int(gid) for gid in user.get("additionalGids") or []],
-        terminal=bool(process.get("terminal")),
-        rows=int(size.get("height", 0)),
-        cols=int(size.get("width", 0)),
-    )
 
 
 def _check_command(command: str, env: list[str], image_root: Path, mounts: list[dict[str, Any]]) -> None:
@@ -257,38 +224,6 @@ def resolve_in_root(root: Path, path: str, *, max_links: int = 40) -> Path | Non
             continue
         current = current / part
     return root / str(current).lstrip("/")
-
-
-def exec_process(process: dict[str, Any]) -> dict[str, Any]:
-    """`docker exec`'s process, rewritten: the exec client, with the original for the VM in its env."""
-    args = [str(arg) for arg in process.get("args") or []]
-    if not args:
-        raise BundleError("exec: no command given")
-    original = _process_from_oci(process, args)
-    new = _launcher_process(process)
-    new["args"] = [*EXEC_CLIENT]
-    new["env"] = [*LAUNCHER_ENV, f"VIRTAINER_EXEC={json.dumps(asdict(original))}"]
-    return new
-
-
-def _launcher_process(process: dict[str, Any]) -> dict[str, Any]:
-    new: dict[str, Any] = {
-        "terminal": bool(process.get("terminal")),
-        "user": {"uid": 0, "gid": 0},
-        "args": LAUNCHER,
-        "env": LAUNCHER_ENV,
-        "cwd": "/",
-        "noNewPrivileges": True,
-    }
-    for key in ("consoleSize", "rlimits", "oomScoreAdj"):
-        if key in process:
-            new[key] = process[key]
-    # root with one set for all of bounding/effective/permitted (Docker gives a non-root user only
-    # a bounding set): the bundle's own plus what QEMU, virtiofsd and the network takeover need
-    bounding = list((process.get("capabilities") or {}).get("bounding") or [])
-    bounding += [cap for cap in LAUNCHER_CAPABILITIES if cap not in bounding]
-    new["capabilities"] = {kind: list(bounding) for kind in ("bounding", "effective", "permitted")}
-    return new
 
 
 # -- resources ----------------------------------------------------------------------------------

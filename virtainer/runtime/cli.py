@@ -103,7 +103,7 @@ def prepare_bundle(invocation: Invocation) -> None:
 
 def prepare_exec(invocation: Invocation) -> None:
     """exec: the process file becomes the exec client, which runs the original in the VM."""
-    from virtainer.runtime import bundle
+    from virtainer.runtime.processes import exec_process
 
     process_file = invocation.arg_value("--process", "-p")
     if not process_file:
@@ -113,7 +113,7 @@ def prepare_exec(invocation: Invocation) -> None:
         process = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise VirtainerError(f"cannot read {path}: {error}") from None
-    path.write_text(json.dumps(bundle.exec_process(process)))
+    path.write_text(json.dumps(exec_process(process)))
 
 
 def report(invocation: Invocation, message: str) -> None:
