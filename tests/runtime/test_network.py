@@ -9,6 +9,7 @@ import contextlib
 import ipaddress
 import re
 import struct
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -32,19 +33,28 @@ def dns_options(server: str) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def user_network() -> Iterator[str]:
+def user_network(ipv6: bool = False) -> Iterator[str]:
+    """A user-defined network; with ipv6, also a unique local IPv6 /64 (RFC 4193: fd + 40 random bits)."""
     name = unique("net")
-    docker("network", "create", name)
+    random = uuid.uuid4().hex
+    subnet = ["--ipv6", "--subnet", f"fd{random[:2]}:{random[2:6]}:{random[6:10]}::/64"] if ipv6 else []
+    docker("network", "create", *subnet, name)
     try:
         yield name
     finally:
         docker("network", "rm", name, check=False)
 
 
-def test_two_runtime_containers_reach_each_other_by_name(runtime: str, images: dict[str, str]) -> None:
-    with user_network() as network, removed_after(unique("server")) as server:
-        docker("run", "-d", f"--runtime={runtime}", "--network", network, "--name", server, images["busybox"],
-               "sh", "-c", SERVE.format(name=server))  # fmt: skip
+def test_two_runtime_containers_reach_each_other_by_name_and_over_ipv6(runtime: str, images: dict[str, str]) -> None:
+    """On a user network with IPv6 too: the server VM has Docker's IPv6 address and runc's IPv6
+    routes, and serves over IPv6 to a runc container."""
+    with (
+        user_network(ipv6=True) as network, removed_after(unique("server")) as server,
+        removed_after(unique("server-runc")) as reference,
+    ):  # fmt: skip
+        for name, engine in ((server, [f"--runtime={runtime}"]), (reference, [])):
+            docker("run", "-d", *engine, "--network", network, "--name", name, images["busybox"],
+                   "sh", "-c", SERVE.format(name=name))  # fmt: skip
 
         def serving() -> bool:
             done = docker("exec", server, "wget", "-qO-", "http://127.0.0.1/", check=False, timeout=VM_TIMEOUT_S)
@@ -54,6 +64,18 @@ def test_two_runtime_containers_reach_each_other_by_name(runtime: str, images: d
         script = f"grep -c '^nameserver 127.0.0.11$' /etc/resolv.conf; wget -qO- http://{server}/"
         done = run("--network", network, images["busybox"], "sh", "-c", script, runtime=runtime)
         assert (done.stdout, done.returncode) == (f"1\nhello-from-{server}\n", 0), done.stderr
+
+        vm_addresses, vm_routes = addresses_and_routes(server, family="6")
+        runc_addresses, runc_routes = addresses_and_routes(reference, family="6")
+        inspect = "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}/{{.GlobalIPv6PrefixLen}}{{end}}"
+        assigned = docker("inspect", "-f", inspect, server).stdout.strip()
+        assert {address for nic, address in vm_addresses if nic != "lo"} == {assigned}  # Docker's address
+        assert by_network(vm_addresses) == by_network(runc_addresses)  # lo's ::1, eth0's on the subnet
+        assert vm_routes == runc_routes, (vm_routes, runc_routes)  # the subnet's, multicast, the default
+        assert [route for route in vm_routes if route[0] == "default" and route[1]], vm_routes  # via the gateway
+        address = assigned.split("/")[0]
+        done = run("--network", network, images["busybox"], "wget", "-qO-", f"http://[{address}]/")
+        assert (done.stdout, done.returncode) == (f"hello-from-{server}\n", 0), done.stderr
 
 
 def test_dns_search_and_options_as_with_runc_on_a_user_network_and_the_default_bridge(
@@ -86,17 +108,24 @@ def shell_bytes(data: bytes) -> str:
     return "".join(f"\\{byte:03o}" for byte in data)  # printf's octal escapes
 
 
-def addresses_and_routes(name: str) -> tuple[set[tuple[str, str]], set[tuple[str, ...]]]:
-    """(interface, address/prefix) of IPv4, and the IPv4 routes as (destination, via, device)."""
-    done = docker("exec", name, "sh", "-c", "ip -o -4 addr; echo --; ip -4 route", timeout=VM_TIMEOUT_S)
-    addrs_text, routes_text = done.stdout.split("--\n")
-    addresses = {(line.split()[1], line.split()[3]) for line in addrs_text.splitlines()}
+def addresses_and_routes(name: str, family: str = "4") -> tuple[set[tuple[str, str]], set[tuple[str, ...]]]:
+    """(interface, address/prefix) of IPv4 (or 6), and its routes as (destination, via, device);
+    link-local ones left out (each side's kernel makes them from the MAC, the VM's are the same)."""
+    script = f"ip -o -{family} addr; echo --; ip -{family} route"
+    addrs_text, routes_text = docker("exec", name, "sh", "-c", script, timeout=VM_TIMEOUT_S).stdout.split("--\n")
+    addresses = {(line.split()[1], line.split()[3]) for line in addrs_text.splitlines() if " fe80:" not in line}
     routes = set()
     for line in routes_text.splitlines():
+        if line.startswith("fe80:"):
+            continue
         words = line.split()
         via = words[words.index("via") + 1] if "via" in words else ""
         routes.add((words[0], via, words[words.index("dev") + 1]))
     return addresses, routes
+
+
+def by_network(addresses: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    return {(nic, str(ipaddress.ip_interface(address).network)) for nic, address in addresses}
 
 
 def test_two_networks_attached_at_create_as_with_runc_and_dns_over_tcp(runtime: str, images: dict[str, str]) -> None:
@@ -119,9 +148,6 @@ def test_two_networks_attached_at_create_as_with_runc_and_dns_over_tcp(runtime: 
         inspect = "{{range $n, $e := .NetworkSettings.Networks}}{{$e.IPAddress}}/{{$e.IPPrefixLen}} {{end}}"
         assigned = set(docker("inspect", "-f", inspect, vm).stdout.split())
         assert {address for nic, address in vm_addresses if nic != "lo"} == assigned  # Docker's addresses
-
-        def by_network(addresses: set[tuple[str, str]]) -> set[tuple[str, str]]:
-            return {(nic, str(ipaddress.ip_interface(address).network)) for nic, address in addresses}
 
         assert by_network(vm_addresses) == by_network(runc_addresses)  # eth0 on A, eth1 on B, lo
         host_link = {route for route in vm_routes if route[0].startswith("169.254.")}  # the relays' way out

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -352,12 +353,18 @@ def test_domain_xml_with_disks_vnc_and_the_guest_config_with_two_nics_and_relays
 
     nics = [Nic(f"02:42:ac:1{i}:00:02", f"vt-tap{i}", f"172.1{i}.0.2", 16, "172.10.0.1" if i == 0 else None)
             for i in range(2)]  # fmt: skip
+    nics[1] = replace(nics[1], ipv6=("fd00:1::2/64", "fd00:2::2/64"), gateway6="fd00:1::1")
     config = guest_config(shown, with_stdin=False, nics=nics, disks=(disk, Disk("/bare", 1)),
                           hostlink="169.254.77.1", relays=(PortRelay("0.0.0.0", 5901),))  # fmt: skip
     words = config.split(b"\0")[:-1]
     pairs = [(key.decode(), value.decode()) for key, value in zip(words[::2], words[1::2], strict=True)]
     assert [value for key, value in pairs if key in ("net-mac", "net-addr", "net-gateway")] == [
         "02:42:ac:10:00:02", "172.10.0.2", "172.10.0.1", "02:42:ac:11:00:02", "172.11.0.2", ""]  # fmt: skip
+    ipv6 = [pair for pair in pairs if pair[0] in ("net-mac", "net-addr6", "net-gateway6")]
+    assert ipv6 == [
+        ("net-mac", "02:42:ac:10:00:02"), ("net-gateway6", ""), ("net-mac", "02:42:ac:11:00:02"),
+        ("net-addr6", "fd00:1::2/64"), ("net-addr6", "fd00:2::2/64"), ("net-gateway6", "fd00:1::1"),
+    ]  # fmt: skip
     assert [pair for pair in pairs if pair[0].startswith("disk-")] == [
         ("disk-serial", disk.serial),
         ("disk-fs", "ext4"),

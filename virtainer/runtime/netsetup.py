@@ -1,10 +1,11 @@
 """The VM takes over the container's network, so -p, --ip and user-defined networks work as with runc.
 
 In the container's own network namespace (never the host's: the plan says so only when Docker gave
-the container a namespace of its own), each ethN's address, MAC and default route go to the VM's
-NIC N (several networks attached at create: eth0, eth1...): ethN is emptied and given another MAC,
-then bridged with a tap that is the VM's NIC. The VM answers ARP for the container's address with
-the container's MAC, so Docker's bridge, its port mappings and its iptables rules see no difference.
+the container a namespace of its own), each ethN's addresses (IPv4 and IPv6), MAC and default
+routes go to the VM's NIC N (several networks attached at create: eth0, eth1...): ethN is emptied
+and given another MAC, then bridged with a tap that is the VM's NIC. The VM answers ARP and IPv6
+neighbour solicitations for the container's addresses with the container's MAC, so Docker's
+bridge, its port mappings and its iptables rules see no difference.
 
 The host link: what must stay in the container (QEMU's VNC server, a way to Docker's resolver over
 TCP) is reached by the guest at HOST_LINK, a link-local /32 on eth0's bridge, through relays in the
@@ -62,40 +63,56 @@ def local_mac(seed: str) -> str:
 
 
 def take_over_network() -> list[Nic]:
-    """Move each ethN's identity to a tap for the VM, in N's order; skipped: an ethN without IPv4."""
+    """Move each ethN's identity to a tap for the VM, in N's order; skipped: an ethN without IPv4.
+    Its global IPv6 addresses and IPv6 default route go with it (the link-local one the guest's
+    kernel makes itself, from the same MAC)."""
     links = {link["ifname"]: link for link in _ip("-j", "link", "show")}
     names = sorted((name for name in links if re.fullmatch(r"eth\d+", name)), key=lambda name: int(name[3:]))
+    addresses = {name: [a for entry in _ip("-j", "addr", "show", "dev", name) for a in entry.get("addr_info", [])]
+                 for name in names}  # fmt: skip
+    ipv6 = {name: _global_ipv6(found) for name, found in addresses.items()}
     routes = _ip("-j", "route", "show", "default") or []
+    routes6 = (_ip("-j", "-6", "route", "show", "default") or []) if any(ipv6.values()) else []
     nics: list[Nic] = []
     for name in names:
-        addresses = [a for entry in _ip("-j", "addr", "show", "dev", name) for a in entry.get("addr_info", [])]
-        ipv4 = [a for a in addresses if a.get("family") == "inet"]
-        if ipv4:
-            gateway = next((route.get("gateway") for route in routes if route.get("dev") == name), None)
-            nics.append(_bridge_to_tap(links[name], ipv4[0], gateway, len(nics)))
+        ipv4 = [a for a in addresses[name] if a.get("family") == "inet"]
+        if not ipv4:
+            continue
+        nic = Nic(
+            mac=links[name]["address"],
+            tap=TAP.format(len(nics)),
+            address=ipv4[0]["local"],
+            prefix=int(ipv4[0]["prefixlen"]),
+            gateway=_gateway(routes, name),
+            mtu=int(links[name].get("mtu", 1500)),
+            ipv6=ipv6[name],
+            gateway6=_gateway(routes6, name),
+        )
+        _bridge_to_tap(name, nic, BRIDGE.format(len(nics)))
+        nics.append(nic)
     return nics
 
 
-def _bridge_to_tap(link: dict[str, Any], ipv4: dict[str, Any], gateway: str | None, index: int) -> Nic:
-    name, tap, bridge = link["ifname"], TAP.format(index), BRIDGE.format(index)
-    nic = Nic(
-        mac=link["address"],
-        tap=tap,
-        address=ipv4["local"],
-        prefix=int(ipv4["prefixlen"]),
-        gateway=gateway,
-        mtu=int(link.get("mtu", 1500)),
-    )
-    _ip("tuntap", "add", "dev", tap, "mode", "tap")
+def _global_ipv6(addresses: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(f"{a['local']}/{a['prefixlen']}" for a in addresses
+                 if a.get("family") == "inet6" and a.get("scope") == "global")  # fmt: skip
+
+
+def _gateway(routes: list[dict[str, Any]], name: str) -> str | None:
+    return next((route.get("gateway") for route in routes if route.get("dev") == name), None)
+
+
+def _bridge_to_tap(name: str, nic: Nic, bridge: str) -> None:
+    """ethN emptied, given another MAC and bridged with the tap that is the VM's NIC."""
+    _ip("tuntap", "add", "dev", nic.tap, "mode", "tap")
     _ip("link", "add", bridge, "type", "bridge")
     _ip("link", "set", bridge, "address", local_mac(nic.mac + "bridge"), "mtu", str(nic.mtu))
     _ip("addr", "flush", "dev", name)
     _ip("link", "set", name, "down")
     _ip("link", "set", name, "address", local_mac(nic.mac))
     _ip("link", "set", name, "master", bridge, "up")
-    _ip("link", "set", tap, "master", bridge, "mtu", str(nic.mtu), "up")
+    _ip("link", "set", nic.tap, "master", bridge, "mtu", str(nic.mtu), "up")
     _ip("link", "set", bridge, "up")
-    return nic
 
 
 def add_host_link(nic: Nic) -> str:

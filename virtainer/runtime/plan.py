@@ -75,6 +75,8 @@ class Nic:
     prefix: int
     gateway: str | None
     mtu: int | None = None
+    ipv6: tuple[str, ...] = ()  # the global addresses, "address/prefix"
+    gateway6: str | None = None
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,7 @@ def guest_config(
     for nic in nics:  # eth0, eth1... in this order
         pairs += [("net-mac", nic.mac), ("net-addr", nic.address), ("net-prefix", str(nic.prefix))]
         pairs += [("net-gateway", nic.gateway or ""), ("net-mtu", str(nic.mtu or 0))]
+        pairs += [("net-addr6", address) for address in nic.ipv6] + [("net-gateway6", nic.gateway6 or "")]
     for disk in disks:
         if disk.mount and disk.filesystem:
             pairs += [("disk-serial", disk.serial), ("disk-fs", disk.filesystem), ("disk-mount", disk.mount)]

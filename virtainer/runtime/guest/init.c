@@ -43,6 +43,7 @@
 #include <net/if.h>
 #include <arpa/inet.h>
 #include <linux/route.h>
+#include <linux/ipv6_route.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -64,6 +65,7 @@
 
 #define MAX_ITEMS 4096
 #define MAX_NICS 8
+#define MAX_ADDR6 4 /* IPv6 addresses per NIC */
 #define MAX_DISKS 16
 #define MAX_RELAYS 4
 #define MAX_UPSTREAMS 3
@@ -120,7 +122,10 @@ struct config {
     int dns_proxy;
     unsigned short rows, cols;
     /* network: eth0, eth1... in this order, each found by its MAC */
-    struct nic { const char *mac, *addr, *gateway; int prefix, mtu; } nics[MAX_NICS];
+    struct nic {
+        const char *mac, *addr, *gateway; int prefix, mtu;
+        const char *addr6[MAX_ADDR6], *gateway6; int naddr6; /* addr6: "address/prefix" */
+    } nics[MAX_NICS];
     int nnics;
     struct disk { const char *serial, *fs, *mount; } disks[MAX_DISKS];
     int ndisks;
@@ -179,6 +184,8 @@ static void parse_config(struct config *c, char *buf, size_t size) {
             else if (!strcmp(key, "net-prefix")) nic->prefix = atoi(value);
             else if (!strcmp(key, "net-gateway")) nic->gateway = value;
             else if (!strcmp(key, "net-mtu")) nic->mtu = atoi(value);
+            else if (!strcmp(key, "net-addr6") && nic->naddr6 < MAX_ADDR6) nic->addr6[nic->naddr6++] = value;
+            else if (!strcmp(key, "net-gateway6")) nic->gateway6 = value;
         }
         else if (!strcmp(key, "disk-serial") && c->ndisks < MAX_DISKS) c->disks[c->ndisks++].serial = value;
         else if (!strcmp(key, "disk-fs") && c->ndisks > 0) c->disks[c->ndisks - 1].fs = value;
@@ -349,6 +356,42 @@ static void add_route(int sock, const char *dst, int prefix, const char *gateway
     if (ioctl(sock, SIOCADDRT, &route) < 0) logmsg("route to %s/%d: %s", dst, prefix, strerror(errno));
 }
 
+/* the kernel's struct in6_ifreq (linux/ipv6.h clashes with libc's netinet/in.h) */
+struct in6_ifreq_ { struct in6_addr addr; uint32_t prefixlen; int ifindex; };
+
+/* the NIC's IPv6 addresses as Docker set them (no duplicate address detection: Docker's NODAD) and
+   the default route via gateway6; the kernel adds each address's prefix route itself */
+static void setup_ipv6(const char *name, const struct nic *nic) {
+    char path[128];
+    snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/accept_dad", name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { logmsg("%s: no IPv6 (%s)", name, strerror(errno)); return; }
+    if (write(fd, "0", 1) < 0) logmsg("%s accept_dad: %s", name, strerror(errno));
+    close(fd);
+    int sock = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) { logmsg("IPv6 socket: %s", strerror(errno)); return; }
+    int index = (int)if_nametoindex(name);
+    for (int i = 0; i < nic->naddr6; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "%s", nic->addr6[i]);
+        char *slash = strchr(text, '/');
+        struct in6_ifreq_ request = { .prefixlen = slash ? (uint32_t)atoi(slash + 1) : 128, .ifindex = index };
+        if (slash) *slash = 0;
+        if (inet_pton(AF_INET6, text, &request.addr) != 1 || ioctl(sock, SIOCSIFADDR, &request) < 0)
+            logmsg("%s %s: %s", name, nic->addr6[i], strerror(errno));
+    }
+    if (nic->gateway6 && *nic->gateway6) {
+        struct in6_rtmsg route;
+        memset(&route, 0, sizeof route);
+        route.rtmsg_flags = RTF_UP | RTF_GATEWAY;
+        route.rtmsg_metric = 1024; /* what `ip -6 route add` gives, as in the container */
+        route.rtmsg_ifindex = index;
+        if (inet_pton(AF_INET6, nic->gateway6, &route.rtmsg_gateway) != 1 || ioctl(sock, SIOCADDRT, &route) < 0)
+            logmsg("IPv6 default route via %s: %s", nic->gateway6, strerror(errno));
+    }
+    close(sock);
+}
+
 static void rename_nic(int sock, const char *from, const char *to) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
@@ -382,6 +425,7 @@ static void setup_network(const struct config *c) {
         set_ipv4(sock, final, SIOCSIFNETMASK, NULL, nic->prefix ? htonl(0xffffffffu << (32 - nic->prefix)) : 0);
         if_up(sock, final, nic->mtu);
         if (nic->gateway && *nic->gateway) add_route(sock, "0.0.0.0", 0, nic->gateway, final);
+        if (nic->naddr6) setup_ipv6(final, nic);
     }
     if (c->hostlink && c->nnics > 0 && found[0]) add_route(sock, c->hostlink, 32, NULL, "eth0");
     close(sock);
