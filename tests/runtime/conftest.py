@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from virtainer.runtime import artifacts
+
 HERE = Path(__file__).parent
 RUNTIME_EXE = Path(sys.executable).parent / "virtainer-runtime"
 # not "virtainer" (a user's own registration stays untouched), and one per checkout: two checkouts
@@ -27,7 +29,8 @@ def runtime_command(*args: str, timeout: float = 900) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[str]:
-    done = runtime_command("install", "--name", RUNTIME_NAME)
+    # the first install on a machine builds the runtime tree and compiles the guest kernel
+    done = runtime_command("install", "--name", RUNTIME_NAME, timeout=artifacts.BUILD_TIMEOUT_S)
     assert done.returncode == 0, f"virtainer-runtime install failed: {done.stderr}"
     yield RUNTIME_NAME
     runtime_command("uninstall", "--name", RUNTIME_NAME)

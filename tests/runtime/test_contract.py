@@ -14,6 +14,7 @@ import pytest
 from tests.container.docker import docker
 from tests.runtime.common import VM_TIMEOUT_S, removed_after, same_as_runc, unique
 from tests.waiting import wait_until
+from virtainer.runtime.plan import KERNEL
 
 pytestmark = pytest.mark.runtime
 
@@ -130,7 +131,7 @@ def broken_cache(cache: Path, missing: str) -> None:
     guest.mkdir()
     for source, dest in ((real_tree, tree), (real_guest, guest)):
         for entry in source.iterdir():
-            if entry.name not in ("usr", "vmlinuz"):
+            if entry.name not in ("usr", KERNEL):
                 (dest / entry.name).symlink_to(entry)
     if missing != "virtiofsd":
         (tree / "usr").symlink_to(real_tree / "usr")
@@ -139,7 +140,7 @@ def broken_cache(cache: Path, missing: str) -> None:
         qemu = Path("usr/bin/qemu-system-x86_64")
         (tree / qemu).symlink_to(real_tree / qemu)
     if missing != "kernel":
-        (guest / "vmlinuz").symlink_to(real_guest / "vmlinuz")
+        (guest / KERNEL).symlink_to(real_guest / KERNEL)
 
 
 @pytest.mark.parametrize("missing", ["virtiofsd", "kernel"])
@@ -158,7 +159,7 @@ def test_missing_virtiofsd_or_kernel_is_one_line_and_leaves_nothing(
                stdin=subprocess.DEVNULL, env=env)  # fmt: skip
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
-    expected = "lacks /usr/lib/qemu/virtiofsd" if missing == "virtiofsd" else "lacks vmlinuz"
+    expected = "lacks /usr/lib/qemu/virtiofsd" if missing == "virtiofsd" else f"lacks {KERNEL}"
     assert len(lines) == 1 and expected in lines[0] and "virtainer runtime install --rebuild" in lines[0], lines
     assert (bundle / "config.json").read_bytes() == config
     assert sorted(path.name for path in bundle.iterdir()) == before

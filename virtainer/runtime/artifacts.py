@@ -1,7 +1,8 @@
 """What every runtime container binds in, built once from Debian packages and cached by content hash.
 
 CACHE/tree-<key>   the runtime tree (build-tree.sh): key over the script and the apt sources
-CACHE/guest-<key>  vmlinuz + initrd.gz (guest/build-guest.sh): key over the script and init.c
+CACHE/guest-<key>  vmlinux + initrd.gz (guest/build-guest.sh): key over the script, init.c, the
+                   kernel's config fragment and the checksums of the kernel source package
 A directory appears under its final name only once complete, so a reader never sees half of one.
 """
 
@@ -18,14 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtainer.errors import VirtainerError
-from virtainer.runtime.plan import FIRMWARE, QEMU, VIRTIOFSD
+from virtainer.runtime.plan import FIRMWARE, INITRD, KERNEL, QEMU, VIRTIOFSD
 
 HERE = Path(__file__).parent
 TREE_SCRIPT = HERE / "build-tree.sh"
 GUEST_SCRIPT = HERE / "guest" / "build-guest.sh"
-GUEST_SOURCES = (GUEST_SCRIPT, HERE / "guest" / "init.c")
+# dpkg's list of the package's files with their MD5 sums, the tarball's among them: a few bytes
+# that change with the kernel source build-guest.sh compiles
+KERNEL_SOURCE_SUMS = Path("/var/lib/dpkg/info/linux-source-6.1.md5sums")
+GUEST_SOURCES = (GUEST_SCRIPT, HERE / "guest" / "init.c", HERE / "guest" / "kernel.config", KERNEL_SOURCE_SUMS)
 APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
-BUILD_TIMEOUT_S = 900
+TREE_BUILD_TIMEOUT_S = 900
+GUEST_BUILD_TIMEOUT_S = 3600  # the guest kernel compiles: 10-20 min on 2 busy cores
+BUILD_TIMEOUT_S = TREE_BUILD_TIMEOUT_S + GUEST_BUILD_TIMEOUT_S  # both, one after the other
 
 
 class ArtifactError(VirtainerError):
@@ -75,8 +81,8 @@ def find() -> Artifacts:
     missing = [label for label, path in (("runtime tree", tree), ("guest kernel", guest)) if not is_complete(path)]
     if missing:
         raise ArtifactError(f"the {' and '.join(missing)} are not built", hint="run: virtainer runtime install")
-    if not (guest / "vmlinuz").is_file() or not (guest / "initrd.gz").is_file():
-        raise ArtifactError(f"{guest} lacks vmlinuz or initrd.gz", hint="run: virtainer runtime install --rebuild")
+    if not (guest / KERNEL).is_file() or not (guest / INITRD).is_file():
+        raise ArtifactError(f"{guest} lacks {KERNEL} or {INITRD}", hint="run: virtainer runtime install --rebuild")
     for binary in (QEMU, VIRTIOFSD, FIRMWARE):
         if not (tree / binary.lstrip("/")).is_file():
             hint = "run: virtainer runtime install --rebuild"
@@ -85,33 +91,43 @@ def find() -> Artifacts:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
+def _locked(path: Path) -> Iterator[None]:
+    """One builder per artifact: a checkout whose artifacts are built never waits on another's
+    build (the guest kernel compiles for minutes)."""
     cache_root().mkdir(parents=True, exist_ok=True)
-    with (cache_root() / ".lock").open("w") as lock:
+    with path.with_name(path.name + ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def ensure(*, rebuild: bool = False, say: object = print) -> Artifacts:
     """Build whatever is missing (minutes the first time, nothing afterwards)."""
-    with _locked():
-        for label, script, path in (("runtime tree", TREE_SCRIPT, tree_dir()), ("guest", GUEST_SCRIPT, guest_dir())):
+    builds = (
+        ("runtime tree", TREE_SCRIPT, tree_dir(), TREE_BUILD_TIMEOUT_S),
+        ("guest kernel and initramfs", GUEST_SCRIPT, guest_dir(), GUEST_BUILD_TIMEOUT_S),
+    )
+    for label, script, path, timeout in builds:
+        if is_complete(path) and not rebuild:
+            continue
+        with _locked(path):
             if is_complete(path) and not rebuild:
-                continue
-            if callable(say):
-                say(f"building the {label} in {path} (once; cached by content hash)")
-            staging = path.with_name(path.name + ".build")
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                done = subprocess.run(
-                    [str(script), str(staging)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-                )
-            except subprocess.TimeoutExpired:
-                raise ArtifactError(f"building the {label} took over {BUILD_TIMEOUT_S} s") from None
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-                raise ArtifactError(f"building the {label} failed: {last}")
-            (staging / ".complete").touch()
-            shutil.rmtree(path, ignore_errors=True)
-            staging.rename(path)
+                continue  # built meanwhile by the holder of the lock
+            _build(label, script, path, timeout, say)
     return find()
+
+
+def _build(label: str, script: Path, path: Path, timeout: int, say: object) -> None:
+    if callable(say):
+        say(f"building the {label} in {path} (once; cached by content hash)")
+    staging = path.with_name(path.name + ".build")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        done = subprocess.run([str(script), str(staging)], capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ArtifactError(f"building the {label} took over {timeout} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ArtifactError(f"building the {label} failed: {last}")
+    (staging / ".complete").touch()
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)

@@ -70,7 +70,7 @@ class HostPaths:
 
     tree: Path  # the runtime tree, the container's root
     code: Path  # virtainer's Python package
-    guest: Path  # vmlinuz + initrd.gz
+    guest: Path  # the guest kernel and initramfs (plan.KERNEL, plan.INITRD)
     run: Path  # this container's own directory (the plan), next to the bundle
     shared: Path  # read-write cache shared by the containers of this tree
 

@@ -34,6 +34,8 @@ from virtainer.runtime.plan import (
     EMBED_ROOT,
     EXEC_SOCKET,
     GUEST_DIR,
+    INITRD,
+    KERNEL,
     PLAN_PATH,
     RUN_DIR,
     SHARED_CACHE,
@@ -116,7 +118,7 @@ class Launcher:
         self.plan = plan
         state = Path(STATE_DIR)
         self.files = VmFiles(
-            kernel=Path(GUEST_DIR) / "vmlinuz",
+            kernel=Path(GUEST_DIR) / KERNEL,
             initrd=state / "initrd.img",
             console_log=state / "console.log",
             socket_dir=state,
@@ -154,7 +156,7 @@ class Launcher:
             self.plan, with_stdin=with_stdin, nics=nics, onlcr=onlcr, dns_proxy=dns_proxy,
             disks=self.plan.disks, hostlink=hostlink, relays=relays,
         )  # fmt: skip
-        write_initrd(Path(GUEST_DIR) / "initrd.gz", config, self.files.initrd)
+        write_initrd(Path(GUEST_DIR) / INITRD, config, self.files.initrd)
         xml = render_vm_xml(self.plan, self.files, accelerator, nics, disks, vnc_listen=hostlink or "0.0.0.0")
         self.timeline.mark("network, initramfs and domain XML ready")
         hypervisor = Hypervisor(f"qemu:///embed?root={EMBED_ROOT}")

@@ -16,7 +16,9 @@ from typing import Any
 # Paths inside the container (its root is the runtime tree, see build-tree.sh)
 VM_ROOTFS = "/vm/rootfs"  # the image's root filesystem, with Docker's mounts relocated under it
 CODE_DIR = "/opt/virtainer"  # virtainer's Python package is bound at CODE_DIR/virtainer
-GUEST_DIR = "/opt/virtainer/guest"  # vmlinuz + initrd.gz
+GUEST_DIR = "/opt/virtainer/guest"  # KERNEL + INITRD (guest/build-guest.sh)
+KERNEL = "vmlinux"
+INITRD = "initrd.gz"
 RUN_DIR = "/opt/virtainer/run"  # this container's plan (read-only)
 PLAN_PATH = f"{RUN_DIR}/plan.json"
 STATE_DIR = "/run/virtainer"  # tmpfs: sockets, console log, libvirt's embedded root
