@@ -16,7 +16,7 @@
   read-only files are shared, so their PSS splits between the containers)
 
     sudo .venv/bin/python benchmarks/runtime_bench.py [--rounds 3] [--exec-rounds 10] [--runtime virtainer]
-        [--containers 3]
+        [--containers 3] [--against OTHER]   # OTHER: another checkout's registration, same rounds
 Needs the runtime registered (`virtainer runtime install`). Goals (issue 10): the run under 4 s,
 the overhead beyond guest RAM under 64 MiB. The machine is shared: the load is printed with the
 numbers, and CPU seconds compare better than wall time when it is high.
@@ -118,20 +118,24 @@ def timed_run(image: str, runtime: str | None, *env: str) -> Run:
         return Run(ended - started, cpu_seconds(parent), done.stderr, started, ended)
 
 
-def run_rounds(image: str, runtime: str, rounds: int) -> None:
-    vm_runs, runc_runs = [], []
+def run_rounds(image: str, runtimes: list[str], rounds: int) -> None:
+    """Each round: every runtime in turn (a second registration from another checkout with
+    --against), then runc."""
+    runs: dict[str, list[Run]] = {name: [] for name in [*runtimes, "runc"]}
     for round_ in range(1, rounds + 1):
-        vm, runc = timed_run(image, runtime), timed_run(image, None)
-        vm_runs.append(vm)
-        runc_runs.append(runc)
-        print(f"round {round_}: virtainer {vm.wall:6.2f} s ({vm.cpu:5.2f} CPU s)   "
-              f"runc {runc.wall:5.2f} s ({runc.cpu:5.2f} CPU s)   ratio {vm.wall / runc.wall:5.1f}   "
-              f"load {load()}")  # fmt: skip
-    vm_wall, runc_wall = (statistics.median(run.wall for run in runs) for runs in (vm_runs, runc_runs))
-    vm_cpu, runc_cpu = (statistics.median(run.cpu for run in runs) for runs in (vm_runs, runc_runs))
-    print(f"docker run --rm busybox true: virtainer {vm_wall:.2f} s, runc {runc_wall:.2f} s "
-          f"(median of {rounds}), ratio {vm_wall / runc_wall:.1f}; container CPU: virtainer "
-          f"{vm_cpu:.2f} s, runc {runc_cpu:.2f} s")  # fmt: skip
+        line = []
+        for name in runs:
+            run = timed_run(image, None if name == "runc" else name)
+            runs[name].append(run)
+            line.append(f"{name} {run.wall:6.2f} s ({run.cpu:5.2f} CPU s)")
+        print(f"round {round_}: {'   '.join(line)}   load {load()}")
+    runc_wall = statistics.median(run.wall for run in runs["runc"])
+    for name in runtimes:
+        wall, cpu = (statistics.median(getattr(run, what) for run in runs[name]) for what in ("wall", "cpu"))
+        low, high = min(run.wall for run in runs[name]), max(run.wall for run in runs[name])
+        print(f"docker run --rm busybox true: {name} {wall:.2f} s ({low:.2f}-{high:.2f}), runc {runc_wall:.2f} s "
+              f"(median of {rounds}), ratio {wall / runc_wall:.1f}; container CPU: {name} {cpu:.2f} s, runc "
+              f"{statistics.median(run.cpu for run in runs['runc']):.2f} s")  # fmt: skip
 
 
 # -- the runtime's executable, verb by verb ---------------------------------------------------
@@ -209,28 +213,33 @@ def timeline(run: Run) -> dict[str, float]:
     return marks
 
 
-def stages(image: str, runtime: str, rounds: int) -> None:
-    per_phase: dict[str, list[float]] = {phase: [] for phase, _ in PHASES}
-    cpu_lines = []
+def stages(image: str, runtimes: list[str], rounds: int) -> None:
+    per_phase: dict[str, dict[str, list[float]]] = {name: {phase: [] for phase, _ in PHASES} for name in runtimes}
+    cpu_lines: dict[str, list[str]] = {name: [] for name in runtimes}
     for _ in range(rounds):
-        run = timed_run(image, runtime, *STAGE_ENV)
-        marks = timeline(run)
-        previous = marks["docker run started"]
-        for phase, end in PHASES:
-            if end in marks:
-                per_phase[phase].append(marks[end] - previous)
-                previous = marks[end]
-        cpu_lines += [what for _, what in MARK.findall(run.stderr) if what.startswith("CPU seconds")]
+        for name in runtimes:
+            run = timed_run(image, name, *STAGE_ENV)
+            marks = timeline(run)
+            previous = marks["docker run started"]
+            for phase, end in PHASES:
+                if end in marks:
+                    per_phase[name][phase].append(marks[end] - previous)
+                    previous = marks[end]
+            cpu_lines[name] += [what for _, what in MARK.findall(run.stderr) if what.startswith("CPU seconds")]
     print(f"where the time goes (median of {rounds} debug rounds, load {load()}):")
-    total = 0.0
+    print("  " + "".join(f"{name:>12}" for name in runtimes))
+    totals = dict.fromkeys(runtimes, 0.0)
     for phase, _ in PHASES:
-        if per_phase[phase]:
-            seconds = statistics.median(per_phase[phase])
-            total += seconds
-            print(f"  {seconds:6.2f} s  {phase}")
-    print(f"  {total:6.2f} s  in all")
-    for line in cpu_lines[-1:]:
-        print(f"  at the command's exit: {line}")
+        cells = []
+        for name in runtimes:
+            seconds = statistics.median(per_phase[name][phase]) if per_phase[name][phase] else 0.0
+            totals[name] += seconds
+            cells.append(f"{seconds:10.2f} s")
+        print(f"  {''.join(cells)}  {phase}")
+    print(f"  {''.join(f'{totals[name]:10.2f} s' for name in runtimes)}  in all")
+    for name in runtimes:
+        for line in cpu_lines[name][-1:]:
+            print(f"  {name}, at the command's exit: {line}")
 
 
 # -- docker exec and idle memory ------------------------------------------------------------------
@@ -362,16 +371,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exec-rounds", type=int, default=10)
     parser.add_argument("--runtime", default="virtainer")
+    parser.add_argument("--against", metavar="RUNTIME", help="another registration (checkout), same rounds")
     parser.add_argument("--containers", type=int, default=3, help="idle containers for the memory figures")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runtime_bench needs root (cgroups, /proc/PID/smaps of the container's processes)")
     image = busybox_image()
     print(f"{os.cpu_count()} CPUs, load {load()}")
-    timed_run(image, options.runtime)  # warm: libvirt's QEMU probe and the KVM decision are cached
-    run_rounds(image, options.runtime, options.rounds)
+    runtimes = [options.runtime, *([options.against] if options.against else [])]
+    for name in runtimes:
+        timed_run(image, name)  # warm: libvirt's QEMU probe and the KVM decision are cached
+    run_rounds(image, runtimes, options.rounds)
     verb_cost(runtime_path(options.runtime), max(5, options.rounds))
-    stages(image, options.runtime, options.rounds)
+    stages(image, runtimes, options.rounds)
     with idle_container(image, options.runtime) as vm, idle_container(image, None) as runc:
         exec_latency({"virtainer": vm, "runc": runc}, options.exec_rounds)
         memory(vm)
