@@ -17,7 +17,7 @@ PACKAGES=(
   openssh-client iproute2 procps ca-certificates curl tini
   genisoimage acl                                             # benchmarks/peers.py: testcloud uses both
   prometheus chromium                                         # metrics and web UI tests (real Prometheus, real browser)
-  linux-source-6.1 make bc flex bison libelf-dev xz-utils     # the runtime's guest kernel (runtime/guest/build-guest.sh)
+  linux-source-6.1 make bc flex bison libelf-dev xz-utils     # the runtime's guest kernel (runtime/guest/build-kernel.sh)
 )
 [ -n "${NO_DOCKER:-}" ] || PACKAGES+=(docker.io podman docker-compose docker-registry)  # podman: the rootful-Podman container test; docker-compose: the compose examples; docker-registry: a loopback registry for the image tests
 command -v npm >/dev/null || PACKAGES+=(npm)  # vendors the web UI's noVNC and xterm.js (scripts/build-ui.sh)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.runtime import artifacts
@@ -40,7 +42,7 @@ FILESYSTEMS = {  # the guest init's mount types, and what RUNCVM_DISKS formats
 def built_in() -> set[str]:
     lines = FRAGMENT.read_text().splitlines()
     assert all(not line.startswith("CONFIG_") or re.fullmatch(r"CONFIG_\w+=\S+", line) for line in lines), (
-        "one option per line, no trailing comment: build-guest.sh compares them with the .config"
+        "one option per line, no trailing comment: build-kernel.sh compares them with the .config"
     )
     return {line.split("=")[0] for line in lines if line.endswith("=y")}
 
@@ -68,3 +70,25 @@ def test_every_filesystem_the_guest_init_mounts_is_built_in() -> None:
     assert {"virtiofs", "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "mqueue"} <= mounted
     options = built_in()
     assert [fs for fs in mounted | {"ext4", "ext2"} if FILESYSTEMS.get(fs) not in options] == []
+
+
+def test_a_change_to_the_init_rebuilds_the_initramfs_not_the_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel compiles for minutes, the initramfs in seconds: each has its own key."""
+    init, fragment = tmp_path / "init.c", tmp_path / "kernel.config"
+    init.write_text("int main(void) { return 0; }\n")
+    fragment.write_text("CONFIG_VIRTIO=y\n")
+    monkeypatch.setenv("VIRTAINER_RUNTIME_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(artifacts, "GUEST_SOURCES", (artifacts.GUEST_SCRIPT, init))
+    monkeypatch.setattr(artifacts, "KERNEL_SOURCES", (artifacts.KERNEL_SCRIPT, fragment))
+    kernel, guest = artifacts.kernel_dir(), artifacts.guest_dir()
+
+    init.write_text("int main(void) { return 1; }\n")
+    assert artifacts.kernel_dir() == kernel
+    assert artifacts.guest_dir() != guest
+    guest = artifacts.guest_dir()
+
+    fragment.write_text("CONFIG_VIRTIO=y\nCONFIG_VIRTIO_NET=y\n")
+    assert artifacts.kernel_dir() != kernel
+    assert artifacts.guest_dir() != guest  # the initramfs' directory carries the kernel it was built with

@@ -1,8 +1,11 @@
 """What every runtime container binds in, built once from Debian packages and cached by content hash.
 
 CACHE/tree-<key>   the runtime tree (build-tree.sh): key over the script and the apt sources
-CACHE/guest-<key>  vmlinux + initrd.gz (guest/build-guest.sh): key over the script, init.c, the
+CACHE/kernel-<key> vmlinux (guest/build-kernel.sh, minutes to compile): key over the script, the
                    kernel's config fragment and the checksums of the kernel source package
+CACHE/guest-<key>  vmlinux + initrd.gz, what the launcher binds in (guest/build-guest.sh, seconds):
+                   key over the script, init.c and the kernel's key, so a change to the init never
+                   compiles the kernel again
 A directory appears under its final name only once complete, so a reader never sees half of one.
 """
 
@@ -23,15 +26,18 @@ from virtainer.runtime.plan import FIRMWARE, INITRD, KERNEL, QEMU, VIRTIOFSD
 
 HERE = Path(__file__).parent
 TREE_SCRIPT = HERE / "build-tree.sh"
+KERNEL_SCRIPT = HERE / "guest" / "build-kernel.sh"
 GUEST_SCRIPT = HERE / "guest" / "build-guest.sh"
 # dpkg's list of the package's files with their MD5 sums, the tarball's among them: a few bytes
-# that change with the kernel source build-guest.sh compiles
+# that change with the kernel source build-kernel.sh compiles
 KERNEL_SOURCE_SUMS = Path("/var/lib/dpkg/info/linux-source-6.1.md5sums")
-GUEST_SOURCES = (GUEST_SCRIPT, HERE / "guest" / "init.c", HERE / "guest" / "kernel.config", KERNEL_SOURCE_SUMS)
+KERNEL_SOURCES = (KERNEL_SCRIPT, HERE / "guest" / "kernel.config", KERNEL_SOURCE_SUMS)
+GUEST_SOURCES = (GUEST_SCRIPT, HERE / "guest" / "init.c")
 APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 TREE_BUILD_TIMEOUT_S = 900
-GUEST_BUILD_TIMEOUT_S = 3600  # the guest kernel compiles: 10-20 min on 2 busy cores
-BUILD_TIMEOUT_S = TREE_BUILD_TIMEOUT_S + GUEST_BUILD_TIMEOUT_S  # both, one after the other
+KERNEL_BUILD_TIMEOUT_S = 3600  # the guest kernel compiles: 10-20 min on 2 busy cores
+GUEST_BUILD_TIMEOUT_S = 300
+BUILD_TIMEOUT_S = TREE_BUILD_TIMEOUT_S + KERNEL_BUILD_TIMEOUT_S + GUEST_BUILD_TIMEOUT_S  # one after another
 
 
 class ArtifactError(VirtainerError):
@@ -55,11 +61,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("VIRTAINER_RUNTIME_CACHE", "/var/cache/virtainer/runtime"))
 
 
-def _key(files: tuple[Path, ...]) -> str:
+def _key(files: tuple[Path, ...], *also: str) -> str:
     digest = hashlib.sha256()
     for path in files:
         if path.exists():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for text in also:
+        digest.update(text.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -67,8 +75,12 @@ def tree_dir() -> Path:
     return cache_root() / f"tree-{_key((TREE_SCRIPT, *APT_SOURCES))}"
 
 
+def kernel_dir() -> Path:
+    return cache_root() / f"kernel-{_key(KERNEL_SOURCES)}"
+
+
 def guest_dir() -> Path:
-    return cache_root() / f"guest-{_key(GUEST_SOURCES)}"
+    return cache_root() / f"guest-{_key(GUEST_SOURCES, kernel_dir().name)}"
 
 
 def is_complete(path: Path) -> bool:
@@ -102,27 +114,31 @@ def _locked(path: Path) -> Iterator[None]:
 
 def ensure(*, rebuild: bool = False, say: object = print) -> Artifacts:
     """Build whatever is missing (minutes the first time, nothing afterwards)."""
-    builds = (
-        ("runtime tree", TREE_SCRIPT, tree_dir(), TREE_BUILD_TIMEOUT_S),
-        ("guest kernel and initramfs", GUEST_SCRIPT, guest_dir(), GUEST_BUILD_TIMEOUT_S),
+    kernel = kernel_dir()
+    builds = (  # in this order: the guest's directory takes the kernel built before it
+        ("runtime tree", TREE_SCRIPT, (), tree_dir(), TREE_BUILD_TIMEOUT_S),
+        ("guest kernel", KERNEL_SCRIPT, (), kernel, KERNEL_BUILD_TIMEOUT_S),
+        ("guest initramfs", GUEST_SCRIPT, (str(kernel / KERNEL),), guest_dir(), GUEST_BUILD_TIMEOUT_S),
     )
-    for label, script, path, timeout in builds:
+    for label, script, arguments, path, timeout in builds:
         if is_complete(path) and not rebuild:
             continue
         with _locked(path):
             if is_complete(path) and not rebuild:
                 continue  # built meanwhile by the holder of the lock
-            _build(label, script, path, timeout, say)
+            _build(label, [str(script), *arguments], path, timeout, say)
     return find()
 
 
-def _build(label: str, script: Path, path: Path, timeout: int, say: object) -> None:
+def _build(label: str, command: list[str], path: Path, timeout: int, say: object) -> None:
+    """`command[0] STAGING command[1:]...` builds into STAGING, which becomes `path` once complete."""
     if callable(say):
         say(f"building the {label} in {path} (once; cached by content hash)")
     staging = path.with_name(path.name + ".build")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        done = subprocess.run([str(script), str(staging)], capture_output=True, text=True, timeout=timeout, check=False)
+        argv = [command[0], str(staging), *command[1:]]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise ArtifactError(f"building the {label} took over {timeout} s") from None
     if done.returncode != 0:
