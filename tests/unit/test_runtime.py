@@ -17,7 +17,7 @@ import pytest
 from virtainer.accel import AcceleratorChoice
 from virtainer.domain import validate_domain_xml
 from virtainer.errors import ConfigError
-from virtainer.runtime import bundle, cli, disks, entry, install, netsetup
+from virtainer.runtime import bundle, cli, disks, entry, install, netsetup, processes
 from virtainer.runtime.plan import FIRMWARE, Disk, LaunchPlan, Nic, Process
 from virtainer.runtime.vm import (
     AttachedDisk,
@@ -275,12 +275,12 @@ def test_the_network_is_taken_over_only_in_a_namespace_of_its_own(tmp_path: Path
 def test_exec_process_becomes_the_exec_client() -> None:
     original = {"args": ["sh", "-c", "id"], "env": ["A=1"], "cwd": "/tmp", "user": {"uid": 7, "gid": 8},
                 "terminal": True, "capabilities": {"bounding": ["CAP_KILL"]}}  # fmt: skip
-    new = bundle.exec_process(original)
-    assert new["args"] == bundle.EXEC_CLIENT and new["user"] == {"uid": 0, "gid": 0} and new["terminal"]
+    new = processes.exec_process(original)
+    assert new["args"] == processes.EXEC_CLIENT and new["user"] == {"uid": 0, "gid": 0} and new["terminal"]
     spec = json.loads(next(e for e in new["env"] if e.startswith("VIRTAINER_EXEC=")).split("=", 1)[1])
     assert Process(**spec) == Process(args=["sh", "-c", "id"], env=["A=1"], cwd="/tmp", uid=7, gid=8, terminal=True)
     with pytest.raises(bundle.BundleError):
-        bundle.exec_process({"args": []})
+        processes.exec_process({"args": []})
 
 
 def test_guest_config_carries_the_terminals_newline_mapping_and_the_dns_proxy() -> None:

@@ -33,12 +33,7 @@ from virtainer.runtime.plan import (
     LaunchPlan,
     Process,
 )
-from virtainer.runtime.processes import EXEC_CLIENT as EXEC_CLIENT  # re-exported, as before
-from virtainer.runtime.processes import LAUNCHER as LAUNCHER
-from virtainer.runtime.processes import LAUNCHER_CAPABILITIES as LAUNCHER_CAPABILITIES
-from virtainer.runtime.processes import LAUNCHER_ENV as LAUNCHER_ENV
-from virtainer.runtime.processes import BundleError as BundleError
-from virtainer.runtime.processes import exec_process as exec_process
+from virtainer.runtime.processes import BundleError as BundleError  # raised here too; callers catch it from bundle
 from virtainer.runtime.processes import launcher_process, process_from_oci
 from virtainer.spec import VIDEO_MODELS, VNC_BASE_PORT, parse_choice, parse_disk, parse_vnc, settings_from_env
 from virtainer.spec.reader import Reader
