@@ -44,6 +44,7 @@ from virtainer.runtime.plan import (
     LaunchPlan,
     Process,
 )
+from virtainer.runtime.qemu_memory import release_guest_kernel
 from virtainer.runtime.stdio import is_dev_null, terminal_maps_newlines
 from virtainer.runtime.timeline import Timeline
 from virtainer.runtime.vm import (
@@ -189,6 +190,7 @@ class Launcher:
                 threading.Thread(target=self._pump_stdin, args=(stdin,), daemon=True).start()
             hypervisor.resume(self.name)
             self.timeline.mark("VM resumed")
+            release_guest_kernel(self.name, self.files.kernel)  # QEMU has copied it to guest RAM
             threading.Thread(target=self._serve_exec, daemon=True).start()
             if self.plan.debug:
                 threading.Thread(target=_tail, args=(self.files.console_log,), daemon=True).start()

@@ -21,12 +21,13 @@ LAUNCHER_ENV = [
     f"LIBVIRT_LOG_OUTPUTS=3:file:{STATE_DIR}/libvirt.log",  # libvirt's own chatter stays off stderr
 ]
 # the launcher's capabilities whatever the bundle asks (runc's own `spec` template gives three):
-# Docker's default set, plus NET_ADMIN (bridge + tap) and SYS_ADMIN (virtiofsd's sandbox). The
-# command in the VM is not bound by them: there it is a process of the guest's own kernel.
+# Docker's default set, plus NET_ADMIN (bridge + tap), SYS_ADMIN (virtiofsd's sandbox) and SYS_NICE
+# (paging out QEMU's copy of the guest kernel, see qemu_memory). The command in the VM is not bound
+# by them: there it is a process of the guest's own kernel.
 LAUNCHER_CAPABILITIES = (
     "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
     "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
-    "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
+    "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_NICE",
 )  # fmt: skip
 
 
