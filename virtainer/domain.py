@@ -29,6 +29,11 @@ from virtainer.profiles import HYPERV_SPINLOCK_RETRIES, PROFILES, Profile
 from virtainer.spec import VmSpec
 
 LIBVIRT_SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
+# Under TCG the guest gets QEMU's default model, qemu64, without AMD-V: with svm a Linux guest's
+# udev loads kvm and kvm_amd during early boot, CPU time the emulated guest takes from the
+# kernel's and cloud-init's start (nested virtualization inside TCG is of no use anyway).
+TCG_CPU_MODEL = "qemu64"
+TCG_CPU_DISABLED_FEATURES = ("svm",)
 
 
 class InvalidDomainXml(VirtainerError):
@@ -80,6 +85,8 @@ def identity_values(given: LayoutInput) -> dict[str, object]:
         "memory_mib": spec.memory_mib,
         "vcpus": spec.vcpus,
         "cpu_mode": "host-passthrough" if given.accelerator.kind == "kvm" else None,
+        "tcg_cpu_model": None if given.accelerator.kind == "kvm" else TCG_CPU_MODEL,
+        "tcg_cpu_disabled": () if given.accelerator.kind == "kvm" else TCG_CPU_DISABLED_FEATURES,
     }
 
 

@@ -164,10 +164,19 @@ def test_escaping_survives_round_trip() -> None:
 
 
 def test_accelerator_decides_domain_type_and_cpu() -> None:
-    for accelerator, domain_type, cpu in ((TCG, "qemu", None), (KVM, "kvm", "host-passthrough")):
+    for accelerator, domain_type, cpu in ((TCG, "qemu", "custom"), (KVM, "kvm", "host-passthrough")):
         document = etree.fromstring(render_domain_xml(base_spec(), accelerator, seed_path=None).encode())
         assert document.get("type") == domain_type
-        assert (document.find("cpu").get("mode") if document.find("cpu") is not None else None) == cpu
+        assert document.find("cpu").get("mode") == cpu
+
+
+def test_tcg_guest_cpu_has_no_amd_v() -> None:
+    """Under TCG the guest sees qemu64 without svm, so its udev loads no kvm modules at boot."""
+    document = etree.fromstring(render_domain_xml(base_spec(), TCG, seed_path=None).encode())
+    assert document.findtext("cpu/model") == "qemu64"
+    assert [(f.get("policy"), f.get("name")) for f in document.findall("cpu/feature")] == [("disable", "svm")]
+    kvm = etree.fromstring(render_domain_xml(base_spec(), KVM, seed_path=None).encode())
+    assert kvm.find("cpu/model") is None and kvm.find("cpu/feature") is None  # the host's CPU, nested virt kept
 
 
 def test_schema_rejects_an_invalid_document() -> None:
