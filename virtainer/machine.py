@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from virtainer import snapshots, storage
 from virtainer.accel import AcceleratorChoice, choose_accelerator
@@ -131,7 +131,7 @@ def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
         diff_exists = True
         reporter.step(f"system disk {spec.diff_path} ({formats[spec.diff_path]}, no backing file: used as it is)")
     storage.check_disk_size(spec, identity)
-    seed, seed_path = _plan_seed(spec)
+    seed, seed_path = _plan_seed(spec, disk_cloud_config(spec, base, identity, diff_exists))
     offers_kvm = hv.offers_kvm() if hv is not None and spec.accelerator != "tcg" else None
     accelerator = choose_accelerator(spec.accelerator, libvirt_offers_kvm=offers_kvm)
     plan = Plan(spec, base, identity, diff_exists, seed, seed_path, accelerator, formats)
@@ -139,23 +139,42 @@ def plan_up(spec: VmSpec, hv: Hypervisor | None, reporter: Reporter) -> Plan:
     return plan
 
 
-def _plan_seed(spec: VmSpec) -> tuple[Seed | None, Path | None]:
+def _plan_seed(spec: VmSpec, vendor_cloud_config: dict[str, Any] | None) -> tuple[Seed | None, Path | None]:
     if spec.seed_iso:
         validate_seed_iso(spec.seed_iso)
         return None, spec.seed_iso
-    return build_seed(seed_request(spec)), spec.generated_seed_path
+    return build_seed(seed_request(spec, vendor_cloud_config)), spec.generated_seed_path
 
 
-def seed_request(spec: VmSpec) -> SeedRequest:
+def disk_cloud_config(
+    spec: VmSpec, base: Path | None, identity: storage.BaseIdentity | None, diff_exists: bool
+) -> dict[str, Any] | None:
+    """cloud-init settings the system disk calls for: growpart off when no partition of the base
+    has room to grow on the disk (cloud-init's own growpart run costs ~2 s of every boot under
+    TCG just to find that out). None when in doubt: cloud-init then grows as it always does."""
+    if base is None or identity is None:
+        return None
+    current = storage.qcow2_virtual_size(spec.diff_path) if diff_exists else identity.virtual_size
+    if current is None:
+        return None
+    table = storage.base_partition_table(base, identity)
+    if table is None or table.may_grow_on(max(current, (spec.disk_size_mib or 0) * 2**20)):
+        return None
+    return {"growpart": {"mode": "off"}}
+
+
+def seed_request(spec: VmSpec, vendor_cloud_config: dict[str, Any] | None = None) -> SeedRequest:
     stored_password = _read_stored_password(spec)
     policy = spec.password_policy
     if stored_password and policy in ("auto", "random") and not spec.password:
         # reuse the password generated on the first start: same seed, same instance-id
-        return _seed_request(spec, password=stored_password, policy="fixed")
-    return _seed_request(spec, password=spec.password, policy=policy)
+        return _seed_request(spec, vendor_cloud_config, password=stored_password, policy="fixed")
+    return _seed_request(spec, vendor_cloud_config, password=spec.password, policy=policy)
 
 
-def _seed_request(spec: VmSpec, *, password: str | None, policy: str) -> SeedRequest:
+def _seed_request(
+    spec: VmSpec, vendor_cloud_config: dict[str, Any] | None, *, password: str | None, policy: str
+) -> SeedRequest:
     def read(path: Path | None) -> bytes | None:
         return path.read_bytes() if path else None
 
@@ -169,6 +188,7 @@ def _seed_request(spec: VmSpec, *, password: str | None, policy: str) -> SeedReq
         password=password,
         password_policy=policy,  # type: ignore[arg-type]
         extra_cloud_config=data_disk_cloud_config(spec.data_disks, spec.disk_bus),
+        vendor_cloud_config=vendor_cloud_config,
     )
 
 

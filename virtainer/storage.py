@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from virtainer.diff_files import DiffFiles
+from virtainer.disk_layout import PartitionTable, read_partition_table
 from virtainer.errors import BaseMismatchError, ConfigError, ConflictError, ImageError, NotFoundError
 from virtainer.faults import crash_point
 from virtainer.files import staged, write_atomic, write_atomic_with
@@ -33,6 +34,7 @@ from virtainer.spec import ImageSource, VmSpec
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 
 HASH_CHUNK = 4 * 1024 * 1024
+QCOW2_MAGIC = b"QFI\xfb"
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,32 @@ def base_identity(path: Path, progress: ProgressFn | None = None) -> BaseIdentit
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         write_atomic(identity_cache_path(), json.dumps(cache, indent=1), mode=0o644)
     return identity
+
+
+def base_partition_table(base: Path, identity: BaseIdentity) -> PartitionTable | None:
+    """The base's partition table (None: unreadable), cached by the base's sha256."""
+    cache_path = identity_cache_path().with_name("partition-tables.json")
+    cache = _read_json(cache_path)
+    if identity.sha256 in cache:
+        entry = cache[identity.sha256]
+        return PartitionTable(entry["gpt"], tuple((first, end) for first, end in entry["extents"])) if entry else None
+    table = read_partition_table(base, identity.format)
+    cache[identity.sha256] = {"gpt": table.gpt, "extents": table.extents} if table else {}
+    with contextlib.suppress(OSError):  # a read-only cache only costs speed
+        write_atomic(cache_path, json.dumps(cache, indent=1), mode=0o644)
+    return table
+
+
+def qcow2_virtual_size(path: Path) -> int | None:
+    """The virtual size in a qcow2 header (no qemu-img process); None if `path` is no qcow2."""
+    try:
+        with path.open("rb") as stream:
+            header = stream.read(32)
+    except OSError:
+        return None
+    if len(header) < 32 or header[:4] != QCOW2_MAGIC:
+        return None
+    return int.from_bytes(header[24:32], "big")
 
 
 def _require_complete_chain(path: Path, info: dict[str, object]) -> None:

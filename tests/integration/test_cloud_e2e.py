@@ -101,6 +101,22 @@ def test_status_shows_stages_and_base_identity(booted: BootedCloudGuest) -> None
     assert status["vcpus"] == 2 and status["memory_mib"] == 1024
 
 
+def test_tcg_guest_cpu_offers_no_amd_v_so_no_kvm_module_loads(booted: BootedCloudGuest) -> None:
+    if "accelerator: tcg" not in booted.up.stdout:
+        pytest.skip("the guest runs under KVM here: it has the host's CPU, nested virtualization included")
+    done = booted.ssh("grep -cw svm /proc/cpuinfo; test -e /sys/module/kvm && echo kvm-loaded || echo no-kvm")
+    assert done.stdout.split() == ["0", "no-kvm"], done.stdout + done.stderr
+
+
+def test_growpart_is_skipped_on_a_disk_its_partition_fills(booted: BootedCloudGuest) -> None:
+    """The test image's partition fills its 2 GiB and the diff is no bigger: virtainer's vendor-data
+    turns growpart off, and cloud-init still grows the root filesystem into its partition."""
+    done = booted.ssh("sudo grep -c 'growpart disabled: mode=off' /var/log/cloud-init.log; df -B1M --output=size /")
+    assert done.returncode == 0, done.stderr
+    skipped, _, root_mib = done.stdout.split()
+    assert int(skipped) >= 1 and int(root_mib) > 1500, done.stdout
+
+
 def data_disk_facts(booted: BootedCloudGuest, address: str | None = None) -> dict[str, str]:
     """What is mounted at DATA_MOUNT (device, filesystem, its UUID) and the file kept there."""
     script = (

@@ -152,6 +152,17 @@ def test_instance_id_changes_with_content(change: dict[str, Any]) -> None:
     assert build_seed(replace(KEYS_ONLY, **change)).instance_id != build_seed(KEYS_ONLY).instance_id
 
 
+def test_vendor_data_carries_per_boot_settings_outside_the_instance_id() -> None:
+    """A persisted disk whose growpart setting changes (the disk grew) is still the same instance."""
+    plain = build_seed(KEYS_ONLY)
+    tuned = build_seed(replace(KEYS_ONLY, vendor_cloud_config={"growpart": {"mode": "off"}}))
+    assert tuned.instance_id == plain.instance_id
+    assert tuned.files["user-data"] == plain.files["user-data"]  # the user's config, under which it merges
+    assert tuned.files["vendor-data"] == b"#cloud-config\ngrowpart:\n  mode: 'off'\n"
+    assert yaml.safe_load(tuned.files["vendor-data"]) == {"growpart": {"mode": "off"}}  # a string, not false
+    assert "vendor-data" not in plain.files
+
+
 def test_instance_id_is_stable_for_the_same_content() -> None:
     request = replace(KEYS_ONLY, user_data=b"#cloud-config\npackages: [htop]\n")
 

@@ -20,8 +20,9 @@ When the user supplies user-data *and* virtainer has something to add (keys, a p
   carries `merge_how` so that cloud-init merges it with the same rules as above (lists appended,
   the user's keys never replaced) into any cloud-config the user's parts contain.
 
-The instance-id is `iid-` plus the start of a SHA-256 over everything cloud-init consumes, so a
-persisted disk reruns first boot exactly when the seed changed. `build_seed` is deterministic
+The instance-id is `iid-` plus the start of a SHA-256 over everything cloud-init consumes per
+instance (vendor-data, holding only per-boot settings, is left out), so a persisted disk reruns
+first boot exactly when the seed changed. `build_seed` is deterministic
 for the same request, except when it has to invent a password; see `SeedRequest.password`.
 """
 
@@ -101,6 +102,10 @@ class SeedRequest:
     user is the default one. None leaves the name to the image.
     `extra_cloud_config` is merged into the cloud-config virtainer adds (e.g. `disk_setup`,
     `fs_setup`, `mounts` for extra disks).
+    `vendor_cloud_config` goes into vendor-data: cloud-init merges it under everything the
+    user-data says (the user's keys win, and `vendor_data: {enabled: false}` drops it). It may
+    only hold settings of modules cloud-init runs on every boot (e.g. `growpart`), as it is not
+    part of the instance-id: it changes with the disk, not with the instance.
     """
 
     hostname: str
@@ -112,6 +117,7 @@ class SeedRequest:
     password: str | None = None
     password_policy: PasswordPolicy = "auto"
     extra_cloud_config: Mapping[str, Any] | None = None
+    vendor_cloud_config: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,8 @@ def build_seed(request: SeedRequest) -> Seed:
     }
     if request.network_config is not None:
         files[NETWORK_CONFIG] = request.network_config
+    if request.vendor_cloud_config:
+        files[VENDOR_DATA] = _dump_cloud_config(request.vendor_cloud_config)
     return Seed(
         files=files,
         instance_id=instance_id,
