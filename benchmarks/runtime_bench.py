@@ -16,7 +16,8 @@
   read-only files are shared, so their PSS splits between the containers)
 
     sudo .venv/bin/python benchmarks/runtime_bench.py [--rounds 3] [--exec-rounds 10] [--runtime virtainer]
-        [--containers 3] [--against OTHER]   # OTHER: another checkout's registration, same rounds
+        [--containers 3] [--against OTHER] [--memory-rounds 3]   # OTHER: another checkout's
+        registration, same rounds; its idle memory and ours, each container alone, interleaved
 Needs the runtime registered (`virtainer runtime install`). Goals (issue 10): the run under 4 s,
 the overhead beyond guest RAM under 64 MiB. The machine is shared: the load is printed with the
 numbers, and CPU seconds compare better than wall time when it is high.
@@ -178,6 +179,7 @@ PHASES = (
     ("libvirt (embedded): open", "libvirt (embedded) open"),
     ("libvirt: virtiofsd up, QEMU exec'd", "QEMU exec'd (libvirt's log)"),
     ("QEMU start-up until paused and ready", "libvirt started virtiofsd and QEMU (paused)"),
+    ("launcher execs the supervisor: its start-up", "supervisor's imports done (libvirt let go)"),
     ("resume", "VM resumed"),
     ("firmware + kernel decompression", "guest kernel started"),
     ("kernel until /init", "guest: init started"),
@@ -187,7 +189,8 @@ PHASES = (
     ("exit status to the launcher", "the command exited with 0"),
     ("exit acknowledged", "output flushed, exit acknowledged"),
     ("guest power-off", "VM powered off"),
-    ("libvirt: domain gone, closed", "libvirt closed"),
+    ("QEMU quits, virtiofsd ends", "QEMU and virtiofsd ended"),
+    ("(before the supervisor: libvirt destroys the domain, closes)", "libvirt closed"),
     ("launcher exit, runtime delete, dockerd", "docker run returned"),
 )
 
@@ -357,6 +360,26 @@ def marginal_memory(names: list[str]) -> None:
               f"{mib(pss)} MiB PSS")  # fmt: skip
 
 
+def memory_side_by_side(image: str, runtimes: list[str], rounds: int) -> None:
+    """Each runtime's idle container alone (no other of these runtimes' up), in turn, `rounds` times."""
+    found: dict[str, dict[str, list[ProcessMemory]]] = {name: {} for name in runtimes}
+    for _ in range(rounds):
+        for name in runtimes:
+            with idle_container(image, name) as container:
+                time.sleep(10)  # a measurement, not a synchronisation: memory after 10 s of idling
+                for (comm, _pid), used in container_memory(container).items():
+                    found[name].setdefault(comm, []).append(used)
+    print(f"idle container alone, beyond the guest's RAM, MiB PSS / USS, median of {rounds} interleaved "
+          f"rounds (load {load()}):")  # fmt: skip
+    for name in runtimes:
+        medians = {comm: (statistics.median(one.pss for one in used), statistics.median(one.uss for one in used))
+                   for comm, used in found[name].items()}  # fmt: skip
+        cells = ", ".join(f"{comm} {mib(pss).strip()} / {mib(uss).strip()}" for comm, (pss, uss) in
+                          sorted(medians.items(), key=lambda item: -item[1][0]))  # fmt: skip
+        total_pss, total_uss = (sum(values[index] for values in medians.values()) for index in (0, 1))
+        print(f"  {name}: {mib(int(total_pss)).strip()} PSS / {mib(int(total_uss)).strip()} USS in all: {cells}")
+
+
 def cgroup_usage(container: str) -> None:
     usage = Path(f"/sys/fs/cgroup/memory/docker/{container}/memory.usage_in_bytes")
     if usage.exists():
@@ -373,6 +396,7 @@ def main() -> int:
     parser.add_argument("--runtime", default="virtainer")
     parser.add_argument("--against", metavar="RUNTIME", help="another registration (checkout), same rounds")
     parser.add_argument("--containers", type=int, default=3, help="idle containers for the memory figures")
+    parser.add_argument("--memory-rounds", type=int, default=3, help="with --against: idle memory, each alone")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runtime_bench needs root (cgroups, /proc/PID/smaps of the container's processes)")
@@ -390,6 +414,8 @@ def main() -> int:
         with contextlib.ExitStack() as more:
             others = [more.enter_context(idle_container(image, options.runtime)) for _ in range(options.containers - 1)]
             marginal_memory(others)
+    if options.against and options.memory_rounds:
+        memory_side_by_side(image, runtimes, options.memory_rounds)
     return 0
 
 

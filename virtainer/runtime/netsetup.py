@@ -15,7 +15,6 @@ guest init (Docker's -p ends at the container's address, which is the VM's). Use
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import re
@@ -58,6 +57,8 @@ def _ip(*args: str) -> Any:
 
 def local_mac(seed: str) -> str:
     """A stable locally administered unicast MAC (for eth0 once the VM has the container's)."""
+    import hashlib  # here: the supervisor imports this module, and hashlib maps libcrypto (~3 MiB)
+
     digest = hashlib.sha256(seed.encode()).digest()
     return "06:" + ":".join(f"{byte:02x}" for byte in digest[:5])
 

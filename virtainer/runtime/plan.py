@@ -7,7 +7,6 @@ it, so every refusal happens at `create`, before anything exists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +61,8 @@ class Disk:
     @property
     def serial(self) -> str:
         """How the guest init finds it (virtio-blk serials hold at most 20 bytes)."""
+        import hashlib  # here: the supervisor imports this module, and hashlib maps libcrypto (~3 MiB)
+
         return "vt-" + hashlib.sha256(self.path.encode()).hexdigest()[:16]
 
 
