@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from virtainer import machine, operations
+from virtainer import machine
 from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.cli_layout import metavar
 from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
@@ -217,6 +217,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     if wants_fleet(args):
         return cmd_fleet_status(args)
+    from virtainer import operations  # with the guest's facts: not loaded by `up`, ~18 ms here
+
     with _hypervisor(args) as hv:
         names = [args.name] if args.name else hv.list_names()
         statuses = [operations.status(hv, name) for name in names]
@@ -231,6 +233,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
+    from virtainer import operations
+
     with _hypervisor(args) as hv:
         operations.destroy(hv, args.name)
     out.print(f"VM '{args.name}' destroyed")
