@@ -20,6 +20,7 @@ from virtainer.errors import VirtainerError
 from virtainer.hypervisor import Hypervisor
 from virtainer.runtime import netsetup
 from virtainer.runtime.disks import attach_disks
+from virtainer.runtime.hostlink import DOCKER_DNS
 from virtainer.runtime.plan import EMBED_ROOT, GUEST_DIR, INITRD, RUN_DIR, SHARED_CACHE, LaunchPlan
 from virtainer.runtime.qemu_memory import release_guest_kernel
 from virtainer.runtime.stdio import terminal_maps_newlines
@@ -125,7 +126,7 @@ def hand_over(*, forward_dns_tcp: bool) -> None:
 def _relays(plan: LaunchPlan, dns_proxy: bool) -> tuple[PortRelay, ...]:
     """The guest ports carried to the container: VNC (where -p sends it), Docker's DNS over TCP."""
     vnc = (PortRelay("0.0.0.0", plan.vnc_port),) if plan.vnc_port else ()
-    return vnc + ((PortRelay(netsetup.DOCKER_DNS[0], netsetup.DOCKER_DNS[1]),) if dns_proxy else ())
+    return vnc + ((PortRelay(*DOCKER_DNS),) if dns_proxy else ())
 
 
 def _accelerator(requested: str) -> AcceleratorChoice:

@@ -14,34 +14,27 @@ guest init (Docker's -p ends at the container's address, which is the VM's). Use
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import re
-import socket
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
 from virtainer.errors import VirtainerError
+from virtainer.runtime.hostlink import DOCKER_DNS, HOST_LINK  # netsetup puts HOST_LINK on the bridge
+from virtainer.runtime.hostlink import ask_docker_dns as ask_docker_dns  # re-exported: netsetup was its home
+from virtainer.runtime.hostlink import forward_tcp as forward_tcp  # re-exported: netsetup was its home
 from virtainer.runtime.plan import Nic
 
 CONTAINER_NIC = "eth0"
-# Docker's embedded resolver on user-defined networks: only in the container's network namespace
-DOCKER_DNS = ("127.0.0.11", 53)
-DNS_TIMEOUT_S = 5.0
-DOCKER_DNS_WAIT_S = 2.0  # then the guest asks the upstream servers (a client's first try lasts 5 s)
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 DAEMON_JSON = Path("/etc/docker/daemon.json")  # dockerd's settings; its "dns" is what --dns defaults to
 SYSTEMD_RESOLV_CONF = Path("/run/systemd/resolve/resolv.conf")
 DOCKER_DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 MAX_UPSTREAMS = 3  # the guest init's limit
-DNS_MAX_BYTES = 4096
 TAP = "vt-tap{}"  # NIC N's tap and bridge
 BRIDGE = "vt-br{}"
-HOST_LINK = "169.254.77.1"  # link-local: no Docker network uses it; answers only on eth0's bridge
-FORWARD_CONNECTIONS = 16  # host-link connections carried at once (VNC viewers, DNS over TCP)
 
 
 class NetworkError(VirtainerError):
@@ -123,44 +116,6 @@ def add_host_link(nic: Nic) -> str:
     return HOST_LINK
 
 
-def forward_tcp(port: int, target: tuple[str, int]) -> None:
-    """Carry connections to HOST_LINK:port to target, in threads (the listener is bound on return)."""
-    server = socket.create_server((HOST_LINK, port), backlog=FORWARD_CONNECTIONS)
-    slots = threading.BoundedSemaphore(FORWARD_CONNECTIONS)
-
-    def serve() -> None:
-        while True:
-            client, _ = server.accept()
-            if not slots.acquire(blocking=False):
-                client.close()
-                continue
-            threading.Thread(target=_carry, args=(client, target, slots), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-
-
-def _carry(client: socket.socket, target: tuple[str, int], slots: threading.BoundedSemaphore) -> None:
-    try:
-        with client, socket.create_connection(target, timeout=DNS_TIMEOUT_S) as upstream:
-            upstream.settimeout(None)
-            back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
-            back.start()
-            _copy(client, upstream)
-            back.join()
-    except OSError:
-        pass
-    finally:
-        slots.release()
-
-
-def _copy(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
-
-
 def uses_docker_dns(resolv_conf: Path) -> bool:
     """True when the container's resolv.conf names Docker's embedded resolver (user networks)."""
     try:
@@ -216,13 +171,3 @@ def _is_ipv4(text: str) -> bool:
         return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
     except ValueError:
         return False
-
-
-def ask_docker_dns(query: bytes) -> bytes:
-    """One DNS query, over UDP, to Docker's resolver in this namespace; its answer (OSError if none
-    within DOCKER_DNS_WAIT_S: it answers its own names at once, and never the names it forwards)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DOCKER_DNS_WAIT_S)
-        sock.connect(DOCKER_DNS)
-        sock.send(query[:DNS_MAX_BYTES])
-        return sock.recv(DNS_MAX_BYTES)

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from virtainer.errors import VirtainerError
-from virtainer.runtime import netsetup
+from virtainer.runtime import hostlink
 from virtainer.runtime.guest_io import (
     PORT_CONTROL,
     PORT_STDERR,
@@ -144,7 +144,7 @@ class Supervisor:
         try:
             monitor = Monitor(_one(MONITOR_SOCKETS))
             if self.forward_dns_tcp:
-                netsetup.forward_tcp(netsetup.DOCKER_DNS[1], netsetup.DOCKER_DNS)  # DNS over TCP
+                hostlink.forward_tcp(hostlink.DOCKER_DNS[1], hostlink.DOCKER_DNS)  # DNS over TCP
             out = Relay(self._connect(PORT_STDOUT), 1)
             err = Relay(self._connect(PORT_STDERR), 2)
             self.control = self._connect(PORT_CONTROL)
@@ -196,13 +196,13 @@ class Supervisor:
                 return status
 
     def _end_vm(self, monitor: Monitor | None) -> None:
-        """What libvirt's destroy did: QEMU ends (asked on its monitor first), then virtiofsd."""
+        """What libvirt's destroy did: QEMU ends ("quit" on its monitor, else SIGTERM), then virtiofsd."""
         name = domain_name(self.plan.container_id)
         if qemu := _pid_in(Path(EMBED_ROOT) / QEMU_PIDFILE.format(name=name)):
-            _stop_process(qemu, lambda _pidfd: monitor.execute("quit", END_DEADLINE_S) if monitor else None)
+            _stop_process(qemu, lambda pidfd: monitor.execute("quit", END_DEADLINE_S) if monitor else _terminate(pidfd))
         for pidfile in Path(EMBED_ROOT).glob(VIRTIOFSD_PIDFILES):
             if virtiofsd := _pid_in(pidfile):
-                _stop_process(virtiofsd, lambda pidfd: signal.pidfd_send_signal(pidfd, signal.SIGTERM))
+                _stop_process(virtiofsd, _terminate)
 
     def _report_lost_vm(self) -> None:
         log("the VM stopped before the command finished (domain shut-off); its console said:")
@@ -298,7 +298,7 @@ class Supervisor:
 
     def _answer_dns(self, query_id: str, payload: str) -> None:
         try:
-            answer = netsetup.ask_docker_dns(bytes.fromhex(payload))
+            answer = hostlink.ask_docker_dns(bytes.fromhex(payload))
             self._send(f"dnsr {query_id} {answer.hex()}")
         except OSError:
             self._send(f"dnsfail {query_id}")  # a name Docker forwards: the guest asks upstream
@@ -359,6 +359,10 @@ def _pid_in(pidfile: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int(pidfile.read_text())
     return None
+
+
+def _terminate(pidfd: int) -> None:
+    signal.pidfd_send_signal(pidfd, signal.SIGTERM)
 
 
 def _stop_process(pid: int, ask: Callable[[int], object]) -> None:
