@@ -22,7 +22,7 @@ from virtainer.runtime import netsetup
 from virtainer.runtime.disks import attach_disks
 from virtainer.runtime.hostlink import DOCKER_DNS
 from virtainer.runtime.plan import EMBED_ROOT, GUEST_DIR, INITRD, RUN_DIR, SHARED_CACHE, LaunchPlan
-from virtainer.runtime.qemu_memory import release_guest_kernel
+from virtainer.runtime.qemu_memory import release_unused_pages
 from virtainer.runtime.stdio import terminal_maps_newlines
 from virtainer.runtime.supervisor import (
     EXIT_LAUNCH_FAILED,
@@ -98,8 +98,9 @@ class Launcher:
         try:
             hypervisor.start_transient(xml, paused=True)
             self.timeline.mark("libvirt started virtiofsd and QEMU (paused)")
-            # here, not in the supervisor: QEMU has copied it to guest RAM, and ctypes stays out of it
-            release_guest_kernel(self.name, self.files.kernel)
+            # here, not in the supervisor: QEMU has copied the kernel to guest RAM and done its dynamic
+            # linking, and ctypes stays out of the supervisor
+            release_unused_pages(self.name, self.files.kernel)
             hand_over(forward_dns_tcp=forward_dns_tcp)
         except BaseException:
             with contextlib.suppress(VirtainerError):
