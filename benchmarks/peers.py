@@ -695,7 +695,9 @@ def describe_xml(xml: str) -> dict[str, str]:
 
     return {
         "machine": str(root.find("./os/type").get("machine")),
-        "cpu": "default" if cpu is None else f"{cpu.get('mode')} {cpu.findtext('model') or ''}".strip(),
+        "cpu": "default" if cpu is None else " ".join([str(cpu.get("mode")), cpu.findtext("model") or "",
+                                                      *(f"-{f.get('name')}" for f in cpu.findall("feature")
+                                                        if f.get("policy") == "disable")]).strip(),
         "disk cache": driver_cache(system),
         "seed": target(seed),
         "nic": f"{nic.find('model').get('type') if nic.find('model') is not None else '?'}, {nic.get('type')}"
