@@ -17,16 +17,14 @@ import time
 import traceback
 import tty
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from rich.console import Console
-from rich.markup import escape
 
 from virtainer import machine
 from virtainer.api.commands import add_commands as add_api_commands
 from virtainer.cli_layout import metavar
+from virtainer.cli_output import CHECK_MARK, Output
 from virtainer.errors import VirtainerError, debug_enabled, describe_unexpected, one_line
 from virtainer.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_status
 from virtainer.guest_cli import add_commands as add_guest_commands
@@ -51,9 +49,8 @@ if TYPE_CHECKING:  # rich's progress and table modules load only when a command 
 
 CONSOLE_ESCAPE = b"\x1d"  # Ctrl+], as in virsh console
 
-# emoji=False: rich would print a MAC 52:54:00:cd:.. with a CD emoji for its ':cd:'
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)  # names and paths are printed as they are
+err = Output(stderr=True, markup=True)
+out = Output(stderr=False, markup=False)  # names and paths are printed as they are
 
 
 class CliReporter:
@@ -65,19 +62,29 @@ class CliReporter:
         self._tasks: dict[str, TaskID] = {}
 
     def step(self, message: str) -> None:
+        elapsed = f"{time.monotonic() - self.started:6.1f}s"
         # escaped: a path like /vms/[x]/d.qcow2 is text, not rich markup (a stray [/x] would raise)
-        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] {escape(message)}")
+        err.line(f"{elapsed} {message}", lambda escape: f"[dim]{elapsed}[/dim] {escape(message)}")
 
     def stage(self, record: StageRecord) -> None:
-        detail = f" [dim]{escape(record.detail)}[/dim]" if record.detail else ""
-        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] [green]✓[/green] {record.stage}{detail}")
+        elapsed = f"{time.monotonic() - self.started:6.1f}s"
+        plain_detail = f" {record.detail}" if record.detail else ""
+
+        def styled(escape: Callable[[str], str]) -> str:
+            detail = f" [dim]{escape(record.detail)}[/dim]" if record.detail else ""
+            return f"[dim]{elapsed}[/dim] [green]{CHECK_MARK}[/green] {record.stage}{detail}"
+
+        err.line(f"{elapsed} {CHECK_MARK} {record.stage}{plain_detail}", styled)
 
     def progress(self, label: str, done: int, total: int | None) -> None:
+        if self._progress is None and err.is_plain:
+            return  # rich's bar is disabled off a terminal: it would draw nothing
         if self._progress is None:
             from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
             columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
-            self._progress = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+            console = err.console
+            self._progress = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
             self._progress.start()
         if label not in self._tasks:
             self._tasks[label] = self._progress.add_task(label, total=total)
@@ -190,7 +197,7 @@ def spec_from_args(args: argparse.Namespace) -> VmSpec:
 def cmd_render(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     require_system_disk(spec)
-    out.print(machine.render(spec), end="", markup=False)  # what `up` would define, byte for byte
+    out.console.print(machine.render(spec), end="", markup=False)  # what `up` would define, byte for byte
     return EXIT_OK
 
 
@@ -202,15 +209,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     with _hypervisor(args) as hv, DiffLock(spec.diff_path).held():
         result = machine.up(spec, hv, reporter, wait=not args.no_wait)
     total = time.monotonic() - reporter.started
-    out.print(f"VM '{result.name}' is {'running' if args.no_wait else 'ready'} after {total:.1f} s")
-    out.print(f"accelerator: {result.accelerator.kind} ({result.accelerator.reason})")
+    out.line(f"VM '{result.name}' is {'running' if args.no_wait else 'ready'} after {total:.1f} s")
+    out.line(f"accelerator: {result.accelerator.kind} ({result.accelerator.reason})")
     if result.address:
-        out.print(f"address: {result.address}")
+        out.line(f"address: {result.address}")
     if command := result.ssh_command():
-        out.print(f"ssh: {command}")
+        out.line(f"ssh: {command}")
     if result.generated_password:
-        out.print(f"password for {result.user or 'the default user'} (shown once): {result.generated_password}")
-        out.print(f"it is kept, readable by root only, in {result.password_path}")
+        out.line(f"password for {result.user or 'the default user'} (shown once): {result.generated_password}")
+        out.line(f"it is kept, readable by root only, in {result.password_path}")
     return EXIT_OK
 
 
@@ -224,11 +231,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         statuses = [operations.status(hv, name) for name in names]
     if args.json:  # the API's shape (GET /v1/vms/NAME)
         payload = [operations.as_dict(item) for item in statuses]
-        out.print_json(json.dumps(payload[0] if args.name else payload))
+        out.console.print_json(json.dumps(payload[0] if args.name else payload))
         return EXIT_OK
     from virtainer.cli_layout import status_table
 
-    out.print(status_table(statuses, out.width))
+    out.console.print(status_table(statuses, out.console.width))
     return EXIT_OK
 
 
@@ -237,14 +244,14 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
     with _hypervisor(args) as hv:
         operations.destroy(hv, args.name)
-    out.print(f"VM '{args.name}' destroyed")
+    out.line(f"VM '{args.name}' destroyed")
     return EXIT_OK
 
 
 def cmd_undefine(args: argparse.Namespace) -> int:
     with _hypervisor(args) as hv:
         machine.undefine(hv, args.name)
-    out.print(f"VM '{args.name}' undefined; its disks are kept")
+    out.line(f"VM '{args.name}' undefined; its disks are kept")
     return EXIT_OK
 
 
@@ -252,7 +259,7 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
     path = args.output or Path(f"{args.name}-screen.png")
     with _hypervisor(args) as hv:
         mime = hv.screenshot(args.name, path)
-    out.print(f"screen of '{args.name}' saved to {path} ({mime})")
+    out.line(f"screen of '{args.name}' saved to {path} ({mime})")
     return EXIT_OK
 
 
@@ -260,7 +267,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     with _hypervisor(args) as hv, hv.console(args.name) as stream:
         interactive = sys.stdin.isatty()
         if interactive:
-            err.print(f"Connected to '{args.name}'. Escape character is ^]")
+            err.console.print(f"Connected to '{args.name}'. Escape character is ^]")
         with _raw_terminal(interactive):
             _pump_console(stream, interactive)
     return EXIT_OK

@@ -14,6 +14,7 @@ from tests.unit.driver import TEST_DRIVER, DriverVm, driver_vm
 from virtainer import cli
 from virtainer.api.fleet import Member
 from virtainer.cli_layout import HEADERS, status_table
+from virtainer.cli_output import Output
 from virtainer.guest import GuestFacts
 from virtainer.hypervisor import DomainState, Hypervisor, InterfaceAddress
 from virtainer.operations import VmDiff, VmReadiness, VmStatus
@@ -87,7 +88,7 @@ def vm(tmp_path: Path) -> Iterator[DriverVm]:
 def test_virtainer_status_in_80_columns(vm: DriverVm, monkeypatch: pytest.MonkeyPatch) -> None:
     """The command itself, in-process on the test driver (its state is this process's)."""
     console = Console(width=80, file=io.StringIO(), record=True, highlight=False)
-    monkeypatch.setattr(cli, "out", console)
+    monkeypatch.setattr(cli, "out", Output(stderr=False, markup=False, console=console))
     assert cli.main(["--connect", TEST_DRIVER, "status", vm.name]) == 0
     lines = console.export_text().splitlines()
     (row,) = (line for line in lines if line.startswith(vm.name))

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from rich.console import Console
 
 from virtainer.errors import ConfigError
 from virtainer.exit_codes import EXIT_OK, EXIT_RUNTIME
-from virtainer.orchestration import kubernetes, kustomize
 
 if TYPE_CHECKING:  # the fleet view's pydantic models, HTTP client and table load only when it runs
     from rich.table import Table
@@ -56,6 +54,8 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_kube(args: argparse.Namespace) -> int:
+    from virtainer.orchestration import kubernetes, kustomize  # their schemas: not loaded by `up`
+
     if args.kube_command == "render":
         resources = kustomize.render(args.directory)
         kubernetes.check(resources)
@@ -117,6 +117,8 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     members = gather(fleet_sources(args), timeout_s=args.timeout)
     if args.name:
         members = [replace(member, vms=[vm for vm in member.vms if vm.name == args.name]) for member in members]
+    from rich.console import Console  # ~40 ms: loaded by the fleet view only, not by `up`
+
     errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # text as it is (cli.py)
     for member in members:
         if member.error:
