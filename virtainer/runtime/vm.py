@@ -51,9 +51,9 @@ BASE_CMDLINE = "console=ttyS0 panic=-1 reboot=t cryptomgr.notests no_timer_check
 # AML loop, which the kernel evaluates for every PCI device (0.3 s per device under TCG here)
 MACHINE = "q35"
 # TCG's translation cache, memory beyond guest RAM that QEMU keeps once filled (a busybox boot
-# fills ~47 MiB): at 16 MiB the boot retranslates after a flush or two for no measurable CPU time,
-# at 8 MiB it costs ~0.4 CPU s more (interleaved rounds, see git log)
-TCG_CACHE_MIB = 16
+# fills ~47 MiB): at 16 or 12 MiB the boot retranslates after a few flushes for no measurable CPU
+# time, at 8 MiB it costs ~0.4 CPU s more (interleaved rounds, see git log)
+TCG_CACHE_MIB = 12
 
 
 @dataclass(frozen=True)
