@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,16 @@ def test_the_vm_module_still_exports_what_moved_to_guest_io() -> None:
 
     assert vm.guest_config is guest_io.guest_config and vm.VmFiles is guest_io.VmFiles
     assert vm.PORTS == guest_io.PORTS and vm.domain_name("0123456789abcdef") == "virtainer-0123456789ab"
+
+
+# what the supervisor must not load: it stays in memory for the container's life (issue 10's budget)
+HEAVY_MODULES = {"libvirt", "jinja2", "lxml", "_hashlib", "subprocess", "ctypes", "typing", "datetime"}
+
+
+def test_the_supervisor_loads_no_heavy_module() -> None:
+    tree = Path(supervisor.__file__).parents[2]
+    code = "import sys, virtainer.runtime.supervisor; print(' '.join(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(tree)}
+    )
+    assert HEAVY_MODULES.isdisjoint(done.stdout.split())

@@ -10,7 +10,6 @@ import queue
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 
 class MonitorError(OSError):
@@ -23,18 +22,18 @@ class Monitor:
         self.sock.connect(str(path))
         self.reader = self.sock.makefile("rb")
         self.stopped = threading.Event()  # the guest powered off (or QEMU is gone)
-        self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.replies: queue.Queue[dict[str, object] | None] = queue.Queue()
         self.lock = threading.Lock()
         self._message()  # the greeting
         self._send("qmp_capabilities")
         self._message()
         threading.Thread(target=self._read, daemon=True).start()
 
-    def _message(self) -> dict[str, Any]:
+    def _message(self) -> dict[str, object]:
         line = self.reader.readline()
         if not line:
             raise MonitorError("QEMU's monitor closed")
-        message: dict[str, Any] = json.loads(line)
+        message: dict[str, object] = json.loads(line)
         return message
 
     def _send(self, command: str) -> None:

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from virtainer.errors import VirtainerError
 from virtainer.runtime import hostlink
@@ -54,6 +53,10 @@ from virtainer.runtime.plan import (
 from virtainer.runtime.qmp import Monitor
 from virtainer.runtime.stdio import is_dev_null
 from virtainer.runtime.timeline import Timeline
+
+TYPE_CHECKING = False  # as in plan: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_LAUNCH_FAILED = 125  # like `docker run`'s own failures: the command never ran
 FLUSH_DEADLINE_S = 5.0  # after the guest reports its exit: wait this long for the last output
