@@ -39,6 +39,11 @@ VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 FIRMWARE = "/usr/share/qemu/qboot.rom"
 
 
+def qemu_pidfile(domain: str) -> Path:
+    """Where the embedded libvirt records the pid of the domain's QEMU (its layout under EMBED_ROOT)."""
+    return Path(EMBED_ROOT) / "run" / "qemu" / f"{domain}.pid"
+
+
 @dataclass(frozen=True)
 class Process:
     args: list[str]

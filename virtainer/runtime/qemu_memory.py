@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtainer.runtime.plan import EMBED_ROOT
+from virtainer.runtime.plan import qemu_pidfile
 
 MADV_PAGEOUT = 21
 SYS_PROCESS_MADVISE = 440  # the same number on every architecture (the unified syscall table)
@@ -127,7 +127,7 @@ def release_unused_pages(domain: str, kernel: Path) -> int:
     file says which process that is): QEMU has copied the kernel into guest RAM by the time
     libvirt has started it, paused."""
     try:
-        pid = int((Path(EMBED_ROOT) / "run" / "qemu" / f"{domain}.pid").read_text())
+        pid = int(qemu_pidfile(domain).read_text())
         maps = Path(f"/proc/{pid}/maps").read_text()
     except (OSError, ValueError):
         return 0

@@ -49,6 +49,7 @@ from virtainer.runtime.plan import (
     VM_ROOTFS,
     LaunchPlan,
     Process,
+    qemu_pidfile,
 )
 from virtainer.runtime.qmp import Monitor
 from virtainer.runtime.stdio import is_dev_null
@@ -69,7 +70,6 @@ FORWARDED_SIGNALS = (
 # blocked by the launcher from its exec until our handlers are in place: none is lost meanwhile
 HANDED_OVER_SIGNALS = (*FORWARDED_SIGNALS, signal.SIGWINCH)
 # libvirt's files for the domain under EMBED_ROOT (the embedded driver's layout)
-QEMU_PIDFILE = "run/qemu/{name}.pid"
 VIRTIOFSD_PIDFILES = "run/qemu/*-fs.pid"
 MONITOR_SOCKETS = "lib/qemu/domain-*/monitor.sock"
 
@@ -201,7 +201,7 @@ class Supervisor:
     def _end_vm(self, monitor: Monitor | None) -> None:
         """What libvirt's destroy did: QEMU ends ("quit" on its monitor, else SIGTERM), then virtiofsd."""
         name = domain_name(self.plan.container_id)
-        if qemu := _pid_in(Path(EMBED_ROOT) / QEMU_PIDFILE.format(name=name)):
+        if qemu := _pid_in(qemu_pidfile(name)):
             _stop_process(qemu, lambda pidfd: monitor.execute("quit", END_DEADLINE_S) if monitor else _terminate(pidfd))
         for pidfile in Path(EMBED_ROOT).glob(VIRTIOFSD_PIDFILES):
             if virtiofsd := _pid_in(pidfile):
