@@ -23,8 +23,6 @@ from typing import Any
 
 from virtainer.errors import VirtainerError
 from virtainer.runtime.hostlink import DOCKER_DNS, HOST_LINK  # netsetup puts HOST_LINK on the bridge
-from virtainer.runtime.hostlink import ask_docker_dns as ask_docker_dns  # re-exported: netsetup was its home
-from virtainer.runtime.hostlink import forward_tcp as forward_tcp  # re-exported: netsetup was its home
 from virtainer.runtime.plan import Nic
 
 CONTAINER_NIC = "eth0"
